@@ -1,0 +1,17 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both install into .venv first.
+VENV ?= .venv
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	VENV=$(VENV) bash scripts/install.sh
+
+.PHONY: install demo test bench
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mteb-vllm run
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -v -rs
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/encode_throughput.py

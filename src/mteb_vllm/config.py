@@ -1,0 +1,124 @@
+"""Typed, validated vLLM engine arguments.
+
+Why a dataclass rather than ``**kwargs`` straight into ``vllm.LLM``: a wrong value must fail in
+milliseconds with the argument's name, not after a 40 s engine start with a stack trace from inside
+vLLM. ``None`` always means "let mteb-vllm / vLLM choose"; :func:`mteb_vllm.hardware.resolve_defaults`
+fills CPU-specific choices (memory fraction, threads) only where the user left ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import EngineArgumentError
+
+Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+DTYPES: tuple[str, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+
+def _check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EngineArgumentError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+@dataclass
+class EngineConfig:
+    """Everything needed to start one vLLM pooling engine.
+
+    ``engine_kwargs`` is the documented pass-through for any other ``vllm.EngineArgs`` field;
+    its keys are checked against ``EngineArgs`` before the engine starts.
+    """
+
+    model: str
+    revision: str | None = None
+    trust_remote_code: bool = True
+    dtype: str = "auto"
+    head_dtype: str | None = None
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    tensor_parallel_size: int = 1
+    enable_prefix_caching: bool | None = None
+    gpu_memory_utilization: float | None = None
+    hf_overrides: dict[str, Any] | None = None
+    pooler_config: Any = None
+    enforce_eager: bool | None = None
+    convert: str = "auto"
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise EngineArgumentError(f"model must be a non-empty string, got {self.model!r}")
+        if self.dtype not in DTYPES:
+            raise EngineArgumentError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.head_dtype is not None and self.head_dtype not in DTYPES + ("model",):
+            raise EngineArgumentError(
+                f"head_dtype must be None, 'model' or one of {DTYPES}, got {self.head_dtype!r}"
+            )
+        _check_positive_int("max_model_len", self.max_model_len)
+        _check_positive_int("max_num_batched_tokens", self.max_num_batched_tokens)
+        _check_positive_int("max_num_seqs", self.max_num_seqs)
+        _check_positive_int("tensor_parallel_size", self.tensor_parallel_size, allow_none=False)
+        gmu = self.gpu_memory_utilization
+        if gmu is not None and (isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1):
+            raise EngineArgumentError(
+                f"gpu_memory_utilization must be a fraction in (0, 1], got {gmu!r} "
+                "(on CPU it is the fraction of the NUMA node's RAM given to vLLM)"
+            )
+        for name in ("trust_remote_code",):
+            if not isinstance(getattr(self, name), bool):
+                raise EngineArgumentError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("enable_prefix_caching", "enforce_eager"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise EngineArgumentError(f"{name} must be True, False or None, got {value!r}")
+        if self.hf_overrides is not None and not isinstance(self.hf_overrides, dict):
+            raise EngineArgumentError(f"hf_overrides must be a dict, got {type(self.hf_overrides).__name__}")
+        if self.max_num_batched_tokens and self.max_model_len and self.max_num_batched_tokens < self.max_model_len:
+            raise EngineArgumentError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_model_len "
+                f"({self.max_model_len}): a pooling request cannot be split across engine steps"
+            )
+
+    def check_engine_kwargs(self, known_fields: set[str]) -> None:
+        """Reject pass-through keys that ``vllm.EngineArgs`` does not know (typos, wrong version)."""
+        ours = {f.name for f in dataclasses.fields(self)} - {"engine_kwargs"}
+        for key in self.engine_kwargs:
+            if key in ours:
+                raise EngineArgumentError(f"{key} is a named argument; pass it as {key}=..., not in engine_kwargs")
+            if key not in known_fields:
+                import difflib
+
+                close = difflib.get_close_matches(key, sorted(known_fields), n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise EngineArgumentError(f"unknown vLLM engine argument {key!r}.{hint}")
+
+    def to_engine_args(self) -> dict[str, Any]:
+        """The keyword arguments for ``vllm.LLM``, ``None`` values left for vLLM to choose."""
+        hf_overrides = dict(self.hf_overrides or {})
+        if self.head_dtype is not None:
+            hf_overrides["head_dtype"] = self.head_dtype
+        args: dict[str, Any] = {
+            "model": self.model,
+            "revision": self.revision,
+            "runner": "pooling",
+            "convert": self.convert,
+            "trust_remote_code": self.trust_remote_code,
+            "dtype": self.dtype,
+            "max_model_len": self.max_model_len,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "max_num_seqs": self.max_num_seqs,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "enable_prefix_caching": self.enable_prefix_caching,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "hf_overrides": hf_overrides or None,
+            "pooler_config": self.pooler_config,
+            "enforce_eager": self.enforce_eager,
+        }
+        args = {k: v for k, v in args.items() if v is not None}
+        args.update(self.engine_kwargs)
+        return args

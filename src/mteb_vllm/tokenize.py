@@ -1,0 +1,96 @@
+"""Tokenization and truncation, done once in the wrapper so every backend sees the same tokens.
+
+Over-long inputs are truncated to the model's length, never sent to the engine (vLLM rejects them with
+an error that would end a multi-hour run), and every truncation is counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .backends.base import TokenizedInput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TruncationReport:
+    """How many inputs of one call were cut to fit the model."""
+
+    total: int = 0
+    truncated: int = 0
+    max_len: int = 0
+    longest: int = 0
+
+    def log(self, what: str, model: str) -> None:
+        if self.truncated:
+            logger.warning("%s: %d of %d %s were longer than %d tokens (longest %d) and were truncated",
+                           model, self.truncated, self.total, what, self.max_len, self.longest)
+
+
+def _fallback_token(tokenizer: Any) -> int:
+    for attr in ("eos_token_id", "pad_token_id", "unk_token_id", "bos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def tokenize_texts(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[TokenizedInput], TruncationReport]:
+    """Token ids of each text with the tokenizer's special tokens, cut to ``max_len`` tokens.
+
+    Truncation goes through the tokenizer (``truncation=True``) so special tokens such as [SEP] or a
+    trailing EOS survive, exactly as in sentence-transformers. A text that tokenizes to nothing (an
+    empty string on a tokenizer without special tokens) becomes one EOS/PAD token: vLLM cannot pool
+    zero tokens.
+    """
+    report = TruncationReport(total=len(texts), max_len=max_len)
+    if not texts:
+        return [], report
+    ids = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    long_rows = [i for i, row in enumerate(ids) if len(row) > max_len]
+    if long_rows:
+        report.truncated = len(long_rows)
+        report.longest = max(len(ids[i]) for i in long_rows)
+        cut = tokenizer([texts[i] for i in long_rows], add_special_tokens=True, truncation=True,
+                        max_length=max_len)["input_ids"]
+        for i, row in zip(long_rows, cut):
+            ids[i] = row
+    filler = _fallback_token(tokenizer)
+    return [TokenizedInput(list(row) if row else [filler]) for row in ids], report
+
+
+def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len: int,
+                   ) -> tuple[list[TokenizedInput], TruncationReport]:
+    """Cross-encoder inputs ``[CLS] q [SEP] d [SEP]`` (with token type ids), cutting the document side.
+
+    The query is only cut when it alone does not fit; such pairs are counted among the truncated too.
+    """
+    report = TruncationReport(total=len(first), max_len=max_len)
+    if not first:
+        return [], report
+    enc = tokenizer(first, second, add_special_tokens=True, truncation=False, verbose=False)
+    ids, types = enc["input_ids"], enc.get("token_type_ids")
+    long_rows = [i for i, row in enumerate(ids) if len(row) > max_len]
+    if long_rows:
+        report.truncated = len(long_rows)
+        report.longest = max(len(ids[i]) for i in long_rows)
+        for i in long_rows:
+            try:
+                cut = tokenizer(first[i], second[i], truncation="only_second", max_length=max_len, verbose=False)
+            except Exception:
+                cut = None
+            if cut is None or len(cut["input_ids"]) > max_len:
+                # the query alone does not fit: cut both sides, longest first
+                cut = tokenizer(first[i], second[i], truncation="longest_first", max_length=max_len)
+            ids[i] = cut["input_ids"]
+            if types is not None:
+                types[i] = cut["token_type_ids"]
+    filler = _fallback_token(tokenizer)
+    out = []
+    for i, row in enumerate(ids):
+        type_row = list(types[i]) if types is not None else None
+        out.append(TokenizedInput(list(row) if row else [filler], type_row if row else None))
+    return out, report
