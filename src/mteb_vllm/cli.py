@@ -1,0 +1,120 @@
+"""``mteb-vllm``: thin command line over the library (parse, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--max-num-batched-tokens", type=int)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--verbose", action="store_true", help="show vLLM's and mteb's logs")
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    keys = ("dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
+            "tensor_parallel_size", "enforce_eager")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _resolve_tasks(names: list[str] | None, benchmark: str | None) -> list:
+    import mteb
+
+    from .demo import DEMO_TASK_CLASSES, demo_tasks
+
+    if benchmark:
+        return list(mteb.get_benchmark(benchmark).tasks)
+    if not names:
+        return demo_tasks()
+    tasks = [DEMO_TASK_CLASSES[n]() for n in names if n in DEMO_TASK_CLASSES]
+    others = [n for n in names if n not in DEMO_TASK_CLASSES]
+    return tasks + (list(mteb.get_tasks(tasks=others)) if others else [])
+
+
+def _main_score_name(result) -> str:
+    try:
+        import mteb
+
+        return mteb.get_task(result.task_name).metadata.main_score
+    except Exception:  # demo tasks are not in mteb's registry
+        from .demo import DEMO_TASK_CLASSES
+
+        cls = DEMO_TASK_CLASSES.get(result.task_name)
+        return cls.metadata.main_score if cls else "main_score"
+
+
+def _print_table(rows: list[tuple[str, str, float]]) -> None:
+    width = max([len(r[0]) for r in rows] + [4])
+    print(f"\n{'task'.ljust(width)}  {'main score':<16}  value")
+    print(f"{'-' * width}  {'-' * 16}  ------")
+    for task, metric, value in rows:
+        print(f"{task.ljust(width)}  {metric:<16}  {value:.4f}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import mteb
+    from mteb.cache import ResultCache
+
+    from .defaults import DEFAULT_MODEL_NAME, default_model_path
+    from .encoder import VllmEncoderWrapper
+
+    model, name = args.model, args.model_name
+    if model is None:
+        model, name = default_model_path(), name or DEFAULT_MODEL_NAME
+    tasks = _resolve_tasks(args.tasks, args.benchmark)
+    with VllmEncoderWrapper(model, model_name=name, **_engine_kwargs(args)) as encoder:
+        print(f"engine ready in {getattr(encoder.backend, 'start_seconds', 0):.1f} s; evaluating {len(tasks)} task(s)")
+        result = mteb.evaluate(encoder, tasks, cache=ResultCache(args.output_folder), overwrite_strategy="always")
+        s = encoder.stats
+        if s.seconds:
+            print(f"encoded {s.texts} texts ({s.unique_texts} unique, {s.tokens} tokens, {s.truncated} truncated) "
+                  f"in {s.seconds:.1f} s: {s.texts / s.seconds:,.0f} texts/s, {s.tokens / s.seconds:,.0f} tokens/s")
+    _print_table([(r.task_name, _main_score_name(r),
+                   r.get_score()) for r in result.task_results])
+    print(f"\nresults saved in mteb's format under {os.path.abspath(args.output_folder)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mteb-vllm", description="MTEB evaluation with vLLM as the engine.")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="evaluate an embedding model (default: packaged MiniLM on the demo tasks)")
+    run.add_argument("--model", help="HF id or local path (default: packaged all-MiniLM-L6-v2)")
+    run.add_argument("--model-name", help="name mteb knows a local model by (registry prompts, results folder)")
+    run.add_argument("--tasks", nargs="+", help="mteb task names (default: the bundled demo tasks)")
+    run.add_argument("--benchmark", help='an mteb benchmark, e.g. "MTEB(eng, v2)"')
+    run.add_argument("--output-folder", default="mteb-vllm-results")
+    _add_engine_flags(run)
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["run"]  # no arguments: the offline demo
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    verbose = getattr(args, "verbose", False)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ImportError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"mteb-vllm: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # `python -m mteb_vllm.cli`; the guard vLLM's spawned workers need
+    sys.exit(main())

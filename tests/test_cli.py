@@ -1,0 +1,26 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--model", "/no/such/dir",
+                           "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr
+
+
+@pytest.mark.engine
+def test_run_demo_writes_mteb_results(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--tasks", "MtebVllmDemoSTS",
+                           "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cosine_spearman" in proc.stdout
+    files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs if f == "MtebVllmDemoSTS.json"]
+    assert files, "no result file"
+    data = json.load(open(files[0]))
+    assert data["task_name"] == "MtebVllmDemoSTS" and 0.7 < data["scores"]["test"][0]["main_score"] <= 1
