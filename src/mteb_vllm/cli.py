@@ -39,18 +39,6 @@ def _resolve_tasks(names: list[str] | None, benchmark: str | None) -> list:
     return tasks + (list(mteb.get_tasks(tasks=others)) if others else [])
 
 
-def _main_score_name(result) -> str:
-    try:
-        import mteb
-
-        return mteb.get_task(result.task_name).metadata.main_score
-    except Exception:  # demo tasks are not in mteb's registry
-        from .demo import DEMO_TASK_CLASSES
-
-        cls = DEMO_TASK_CLASSES.get(result.task_name)
-        return cls.metadata.main_score if cls else "main_score"
-
-
 def _print_table(rows: list[tuple[str, str, float]]) -> None:
     width = max([len(r[0]) for r in rows] + [4])
     print(f"\n{'task'.ljust(width)}  {'main score':<16}  value")
@@ -77,8 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if s.seconds:
             print(f"encoded {s.texts} texts ({s.unique_texts} unique, {s.tokens} tokens, {s.truncated} truncated) "
                   f"in {s.seconds:.1f} s: {s.texts / s.seconds:,.0f} texts/s, {s.tokens / s.seconds:,.0f} tokens/s")
-    _print_table([(r.task_name, _main_score_name(r),
-                   r.get_score()) for r in result.task_results])
+    main_scores = {t.metadata.name: t.metadata.main_score for t in tasks}
+    _print_table([(r.task_name, main_scores.get(r.task_name, "main_score"), r.get_score())
+                  for r in result.task_results])
     print(f"\nresults saved in mteb's format under {os.path.abspath(args.output_folder)}")
     return 0
 
