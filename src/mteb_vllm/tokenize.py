@@ -94,3 +94,48 @@ def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len:
         type_row = list(types[i]) if types is not None else None
         out.append(TokenizedInput(list(row) if row else [filler], type_row if row else None))
     return out, report
+
+
+def tokenize_templated(tokenizer: Any, template: Any, queries: list[str], documents: list[str],
+                       instructions: list[str | None], max_len: int,
+                       ) -> tuple[list[TokenizedInput], TruncationReport]:
+    """LLM-reranker inputs ``prefix + pair_format(...) + suffix`` as token ids, cutting only the document.
+
+    The prefix and suffix are tokenized on their own and the pair text in one piece, as mteb's Qwen3
+    reference does, so untruncated inputs are token-for-token the reference's. When a pair is too long,
+    the tokens that overlap the document's character span are cut from its end (offsets from the fast
+    tokenizer); only if the document is gone and it still does not fit is the pair text cut from its end.
+    """
+    from .errors import EngineArgumentError
+
+    limit = min(max_len, template.max_length or max_len)
+    prefix = tokenizer.encode(template.prefix, add_special_tokens=False) if template.prefix else []
+    suffix = tokenizer.encode(template.suffix, add_special_tokens=False) if template.suffix else []
+    budget = limit - len(prefix) - len(suffix)
+    report = TruncationReport(total=len(queries), max_len=limit)
+    if budget < 1:
+        raise EngineArgumentError(
+            f"the score template's prefix and suffix take {len(prefix) + len(suffix)} tokens, more than the "
+            f"model's {limit}-token limit; raise max_model_len or shorten the template"
+        )
+    if not queries:
+        return [], report
+    rendered = [template.render(q, d, i) for q, d, i in zip(queries, documents, instructions)]
+    enc = tokenizer([r[0] for r in rendered], add_special_tokens=template.add_special_tokens, truncation=False,
+                    return_offsets_mapping=True, verbose=False)
+    out: list[TokenizedInput] = []
+    for row, offsets, (_, doc_start, doc_end) in zip(enc["input_ids"], enc["offset_mapping"], rendered):
+        row = list(row)
+        if len(row) > budget:
+            report.truncated += 1
+            report.longest = max(report.longest, len(row) + len(prefix) + len(suffix))
+            excess = len(row) - budget
+            doc = [j for j, (s, e) in enumerate(offsets) if e > s and s < doc_end and e > doc_start]
+            if doc and len(doc) >= excess:
+                end = doc[-1] + 1
+                row = row[:end - excess] + row[end:]
+            else:
+                dropped = set(doc)
+                row = [t for j, t in enumerate(row) if j not in dropped][:budget]
+        out.append(TokenizedInput(prefix + row + suffix))
+    return out, report

@@ -1,0 +1,193 @@
+"""``VllmCrossEncoderWrapper``: mteb's cross-encoder protocol (``predict``) on a vLLM classify engine.
+
+Two kinds of rerankers share it. Sequence-classification cross-encoders (BERT / XLM-R, ms-marco-MiniLM,
+bge-reranker) read ``[CLS] query [SEP] document [SEP]`` and their classifier head gives the score. LLM
+rerankers (Qwen3-Reranker) read a prompt built by a :class:`~mteb_vllm.templates.ScoreTemplate` and score
+from their "yes"/"no" logits; vLLM turns the LM head into that score head through ``hf_overrides``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .base import VllmWrapperBase
+from .errors import EngineArgumentError, MtebVllmError
+from .templates import ScoreTemplate, registry_template
+from .tokenize import tokenize_pairs, tokenize_templated
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from mteb.models import ModelMeta
+    from mteb.types import PromptType
+
+logger = logging.getLogger(__name__)
+
+
+class VllmCrossEncoderWrapper(VllmWrapperBase):
+    """Reranker on vLLM, usable in ``mteb.evaluate`` on reranking tasks and converted retrieval tasks.
+
+    With no arguments, a model mteb knows is set up as mteb's reference loader sets it up: an LLM reranker
+    whose loader has a template here (Qwen3-Reranker) gets that template, a plain cross-encoder gets the
+    ``query_prefix`` / ``passage_prefix`` of its registry entry. Explicit arguments override.
+
+    Args:
+        query_prefix: Text put before every query (inside the template's ``{query}`` for LLM rerankers).
+        document_prefix: Text put before every document.
+        template: A :class:`ScoreTemplate` for an LLM reranker; ``None`` uses the registry's, if any.
+        instruction: Instruction for the template when a query has none of its own (replaces the
+            template's default).
+        use_task_instructions: Fill the template's instruction from the task's own prompt
+            (``task_metadata.prompt``) when the query carries no instruction. Off by default because
+            the reference implementations do not do it; per-query instructions (the dataset's
+            "instruction" column, as in instruction-following reranking tasks) are always used.
+        **engine_args: See :class:`~mteb_vllm.base.VllmWrapperBase`.
+    """
+
+    convert = "classify"
+
+    def __init__(
+        self,
+        model: str | ModelMeta,
+        revision: str | None = None,
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+        *,
+        template: ScoreTemplate | None = None,
+        instruction: str | None = None,
+        use_task_instructions: bool = False,
+        **engine_args: Any,
+    ):
+        from .prompts import registry_meta
+
+        if template is not None and not isinstance(template, ScoreTemplate):
+            raise EngineArgumentError(f"template must be a mteb_vllm.ScoreTemplate, got {type(template).__name__}")
+        meta = model if not isinstance(model, str) else registry_meta(engine_args.get("model_name") or model)
+        loader_kwargs = dict(getattr(meta, "loader_kwargs", None) or {})
+        self.template = template if template is not None else registry_template(meta)
+        self.query_prefix = query_prefix if query_prefix is not None else loader_kwargs.get("query_prefix", "")
+        self.document_prefix = (document_prefix if document_prefix is not None
+                                else loader_kwargs.get("passage_prefix", loader_kwargs.get("document_prefix", "")))
+        self.instruction = instruction
+        self.use_task_instructions = use_task_instructions
+        if instruction is not None and self.template is None:
+            raise EngineArgumentError(
+                "instruction= needs an LLM reranker template (template=ScoreTemplate(...)); plain cross-encoders "
+                "have no place for an instruction: use query_prefix instead"
+            )
+        if self.template is not None:
+            # The template's score head first, so an explicit hf_overrides entry still wins.
+            engine_args["hf_overrides"] = {**self.template.hf_overrides(), **(engine_args.get("hf_overrides") or {})}
+            if engine_args.get("max_model_len") is None and self.template.max_length:
+                # The reference never reads past template.max_length tokens; a shorter context also keeps
+                # vLLM's KV cache (sized for one max-length sequence) small.
+                engine_args["max_model_len"] = _context_limit(
+                    getattr(model, "name", model), self.template.max_length,
+                    engine_args.get("trust_remote_code", True))
+        super().__init__(model, revision, **engine_args)
+        self.pairs_scored = 0
+        self.truncated = 0
+        self.seconds = 0.0
+
+    # --- mteb protocol -------------------------------------------------------------------------------
+    def predict(
+        self,
+        inputs1: Any,
+        inputs2: Any,
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """One relevance score per (inputs1[i], inputs2[i]) pair, float32, in input order."""
+        queries = self._texts(inputs1)
+        documents = self._texts(inputs2)
+        instructions = _instructions(inputs1, len(queries))
+        if self.template is not None and self.use_task_instructions:
+            task_instruction = _task_instruction(task_metadata)
+            instructions = [i if i else task_instruction for i in instructions]
+        show = kwargs.get("show_progress_bar", True)
+        return self.score_pairs(queries, documents, instructions, desc=f"{task_metadata.name} (pairs)" if show else "")
+
+    def score_pairs(self, queries: list[str], documents: list[str], instructions: list[str | None] | None = None,
+                    *, desc: str = "") -> np.ndarray:
+        """Score final (query, document) strings; prefixes and the template are applied here."""
+        started = time.perf_counter()
+        if len(queries) != len(documents):
+            raise MtebVllmError(
+                f"{self.mteb_model_meta.name}: got {len(queries)} queries but {len(documents)} documents; "
+                "a cross-encoder scores pairs, so both sides must have the same length"
+            )
+        if instructions is None:
+            instructions = [None] * len(queries)
+        elif len(instructions) != len(queries):
+            raise MtebVllmError(f"got {len(instructions)} instructions for {len(queries)} queries")
+        if not queries:
+            return np.zeros(0, dtype=np.float32)
+        fallback = self.instruction
+        triples = [(instr or fallback, self.query_prefix + q, self.document_prefix + d)
+                   for instr, q, d in zip(instructions, queries, documents)]
+        unique = list(dict.fromkeys(triples))
+        position = {t: i for i, t in enumerate(unique)}
+        tokenizer, max_len = self.backend.tokenizer, self.backend.max_model_len
+        if self.template is not None:
+            tokens, report = tokenize_templated(tokenizer, self.template, [t[1] for t in unique],
+                                                [t[2] for t in unique], [t[0] for t in unique], max_len)
+        else:
+            tokens, report = tokenize_pairs(tokenizer, [t[1] for t in unique], [t[2] for t in unique], max_len)
+        report.log("pairs (document side cut)", self.mteb_model_meta.name)
+        pooled = self.backend.pool(tokens, "classify", desc=desc)
+        self._check_finite(pooled, "scores")
+        scores = self._to_scores(pooled)
+        self.pairs_scored += len(unique)
+        self.truncated += report.truncated
+        self.seconds += time.perf_counter() - started
+        return scores[np.fromiter((position[t] for t in triples), dtype=np.int64, count=len(triples))]
+
+    def _to_scores(self, pooled: np.ndarray) -> np.ndarray:
+        if pooled.ndim == 1 or pooled.shape[1] == 1:
+            return pooled.reshape(-1).astype(np.float32, copy=False)
+        if pooled.shape[1] == 2:
+            # two-label classifiers (not relevant / relevant): vLLM returns the softmax, keep P(relevant)
+            return pooled[:, 1].astype(np.float32, copy=False)
+        raise MtebVllmError(
+            f"{self.mteb_model_meta.name} has {pooled.shape[1]} output labels; a reranker needs one relevance "
+            "score. For a causal LM reranker pass template=ScoreTemplate(...) to score from token logits."
+        )
+
+
+def _context_limit(model: str, wanted: int, trust_remote_code: bool) -> int | None:
+    """``wanted`` capped at the model's own position limit (None when the config cannot be read)."""
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+        limit = getattr(cfg.get_text_config(), "max_position_embeddings", None)
+    except Exception:
+        return None
+    return min(wanted, int(limit)) if limit else wanted
+
+
+def _instructions(inputs: Any, n: int) -> list[str | None]:
+    """Per-query instructions from the dataset's "instruction" column (as mteb's reference reads them)."""
+    found: list[str | None] = []
+    for batch in inputs:
+        if isinstance(batch, dict) and "instruction" in batch:
+            found.extend(batch["instruction"])
+        else:
+            found.extend([None] * len(batch["text"]))
+    return found if len(found) == n else [None] * n
+
+
+def _task_instruction(task_metadata: TaskMetadata) -> str | None:
+    prompt = getattr(task_metadata, "prompt", None)
+    if isinstance(prompt, str):
+        return prompt or None
+    if isinstance(prompt, dict):
+        return prompt.get("query") or None
+    return None

@@ -1,0 +1,47 @@
+"""The two-stage run (first stage → top_k → cross-encoder) on the bundled retrieval demo task."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mteb_vllm import rerank
+from mteb_vllm.errors import MtebVllmError
+
+pytestmark = pytest.mark.engine
+
+
+def _result_files(folder):
+    return {p.parent.parent.name: p for p in folder.rglob("MtebVllmDemoRetrieval.json")}
+
+
+def test_bm25s_then_cross_encoder_saves_both_stages(bert_reranker, tmp_path):
+    run = rerank(None, bert_reranker, "bm25s", top_k=5, output_folder=tmp_path, show_progress_bar=False)
+    (row,) = run.scores()
+    assert row.task == "MtebVllmDemoRetrieval" and row.metric == "ndcg_at_10"
+    assert 0 < row.first_stage <= 1 and 0 <= row.second_stage <= 1
+    files = _result_files(tmp_path)
+    names = {run.first_stage_model, run.reranker_model}
+    assert set(files) == {n.replace("/", "__") for n in names}, files
+    assert "bm25" in run.first_stage_model
+    for path in files.values():
+        data = json.loads(path.read_text())
+        assert data["task_name"] == "MtebVllmDemoRetrieval" and data["scores"]["test"][0]["main_score"] >= 0
+    predictions = json.loads(next(run.prediction_folder.glob("*.json")).read_text())
+    assert all(len(docs) >= 5 for docs in predictions["default"]["test"].values())
+
+
+def test_dense_first_stage_with_our_encoder(bert_reranker, minilm_encoder, tmp_path):
+    run = rerank("MtebVllmDemoRetrieval", bert_reranker, minilm_encoder, top_k=3, output_folder=tmp_path,
+                 show_progress_bar=False)
+    (row,) = run.scores()
+    assert row.first_stage > 0.8  # MiniLM solves the demo task; the random reranker only reorders its top 3
+    assert np.isfinite(row.second_stage)
+    assert run.first_stage_model == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_rejects_non_retrieval_tasks_and_bad_top_k(bert_reranker):
+    with pytest.raises(MtebVllmError, match="needs retrieval tasks"):
+        rerank("MtebVllmDemoSTS", bert_reranker)
+    with pytest.raises(MtebVllmError, match="top_k"):
+        rerank(None, bert_reranker, top_k=0)
