@@ -24,3 +24,23 @@ def test_run_demo_writes_mteb_results(tmp_path):
     assert files, "no result file"
     data = json.load(open(files[0]))
     assert data["task_name"] == "MtebVllmDemoSTS" and 0.7 < data["scores"]["test"][0]["main_score"] <= 1
+
+
+@pytest.mark.engine
+def test_rerank_prints_both_stages_and_saves_them(tmp_path, bert_cross_encoder_path):
+    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "rerank", "--model", bert_cross_encoder_path,
+                           "--first-stage", "bm25s", "--top-k", "5", "--dtype", "float32",
+                           "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("task"))
+    assert header.split() == ["task", "main", "score", "first", "stage", "reranked", "delta"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("MtebVllmDemoRetrieval"))
+    assert row.split()[1] == "ndcg_at_10"
+    assert len(list(tmp_path.rglob("MtebVllmDemoRetrieval.json"))) == 2
+
+
+def test_rerank_without_model_says_what_to_pass(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "rerank", "--output-folder", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "rerank needs --model" in proc.stderr

@@ -39,12 +39,21 @@ def _resolve_tasks(names: list[str] | None, benchmark: str | None) -> list:
     return tasks + (list(mteb.get_tasks(tasks=others)) if others else [])
 
 
+def _print_rows(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _print_table(rows: list[tuple[str, str, float]]) -> None:
-    width = max([len(r[0]) for r in rows] + [4])
-    print(f"\n{'task'.ljust(width)}  {'main score':<16}  value")
-    print(f"{'-' * width}  {'-' * 16}  ------")
-    for task, metric, value in rows:
-        print(f"{task.ljust(width)}  {metric:<16}  {value:.4f}")
+    _print_rows(["task", "main score", "value"], [[t, m, _fmt(v)] for t, m, v in rows])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -72,6 +81,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from .defaults import DEFAULT_MODEL_NAME, default_model_path
+    from .pipeline import BM25, rerank
+    from .templates import TEMPLATES_BY_NAME
+
+    if not args.model:
+        raise ValueError("rerank needs --model: a cross-encoder or LLM reranker (HF id or local path), "
+                         "e.g. --model cross-encoder/ms-marco-MiniLM-L6-v2")
+    first_stage, first_args = args.first_stage, {}
+    if first_stage == "default":  # the packaged MiniLM as a dense first stage, offline
+        first_stage, first_args = default_model_path(), {"model_name": DEFAULT_MODEL_NAME}
+    if first_stage != BM25:
+        first_args.update(_engine_kwargs(args))
+    reranker_args = _engine_kwargs(args)
+    if args.model_name:
+        reranker_args["model_name"] = args.model_name
+    if args.template:
+        reranker_args["template"] = TEMPLATES_BY_NAME[args.template]
+    if args.instruction:
+        reranker_args["instruction"] = args.instruction
+    run = rerank(args.tasks, args.model, first_stage, top_k=args.top_k, output_folder=args.output_folder,
+                 first_stage_args=first_args, reranker_args=reranker_args)
+    rows = [[r.task, r.metric, _fmt(r.first_stage), _fmt(r.second_stage),
+             "n/a" if r.delta is None else f"{r.delta:+.4f}"] for r in run.scores()]
+    print(f"\nfirst stage: {run.first_stage_model}   reranker: {run.reranker_model}   top_k: {run.top_k}")
+    _print_rows(["task", "main score", "first stage", "reranked", "delta"], rows)
+    print(f"\nresults of both stages saved in mteb's format under {os.path.abspath(args.output_folder)}")
+    return 0
+
+
+def _template_names() -> list[str]:
+    from .templates import TEMPLATES_BY_NAME
+
+    return list(TEMPLATES_BY_NAME)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mteb-vllm", description="MTEB evaluation with vLLM as the engine.")
     sub = parser.add_subparsers(dest="command")
@@ -83,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-folder", default="mteb-vllm-results")
     _add_engine_flags(run)
     run.set_defaults(func=cmd_run)
+
+    rr = sub.add_parser("rerank", help="two-stage run: first-stage retrieval, then a cross-encoder on the top k")
+    rr.add_argument("--model", help="the cross-encoder or LLM reranker (HF id or local path)")
+    rr.add_argument("--model-name", help="name mteb knows a local reranker by (registry template, results folder)")
+    rr.add_argument("--first-stage", default="bm25s",
+                    help="bm25s, an embedding model (HF id or path), or 'default' for the packaged MiniLM")
+    rr.add_argument("--tasks", nargs="+", help="mteb retrieval task names (default: the bundled retrieval demo)")
+    rr.add_argument("--top-k", type=int, default=100, help="documents per query handed to the reranker")
+    rr.add_argument("--template", choices=sorted(_template_names()), help="LLM reranker score template")
+    rr.add_argument("--instruction", help="instruction for an LLM reranker template")
+    rr.add_argument("--output-folder", default="mteb-vllm-results")
+    _add_engine_flags(rr)
+    rr.set_defaults(func=cmd_rerank)
     return parser
 
 
@@ -98,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .errors import MtebVllmError
+
     try:
         return args.func(args)
-    except (ImportError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (MtebVllmError, ImportError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         print(f"mteb-vllm: error: {exc}", file=sys.stderr)
         return 1
 

@@ -114,6 +114,12 @@ def _first_stage_model(first_stage: Any, engine_args: dict[str, Any]) -> tuple[A
     return VllmEncoderWrapper(first_stage, **engine_args), True
 
 
+def _build_reranker(model: str, args: dict[str, Any] | None) -> Any:
+    from .cross_encoder import VllmCrossEncoderWrapper
+
+    return VllmCrossEncoderWrapper(model, **dict(args or {}))
+
+
 def rerank(
     tasks: Any = None,
     reranker: Any = None,
@@ -156,27 +162,28 @@ def rerank(
     prediction_folder = Path(prediction_folder)
     prediction_folder.mkdir(parents=True, exist_ok=True)
 
-    model, owned = _first_stage_model(first_stage, dict(first_stage_args or {}))
-    first_name = model.mteb_model_meta.name if getattr(model, "mteb_model_meta", None) else str(first_stage)
-    try:
-        first = mteb.evaluate(model, task_list, cache=cache, prediction_folder=prediction_folder,
-                              overwrite_strategy=overwrite_strategy, show_progress_bar=show_progress_bar)
-    finally:
-        if owned:
-            model.close()
-    for task in task_list:
-        task.convert_to_reranking(prediction_folder, top_k=top_k)
-
     owned_reranker = isinstance(reranker, str)
-    if owned_reranker:
-        from .cross_encoder import VllmCrossEncoderWrapper
-
-        reranker = VllmCrossEncoderWrapper(reranker, **dict(reranker_args or {}))
     try:
+        if owned_reranker and first_stage == BM25:
+            # bm25s is light, so the reranker may start first, which keeps it in-process: bm25s loads
+            # numba/llvmlite, and vLLM's in-process start cannot run with those loaded (backends.local).
+            reranker = _build_reranker(reranker, reranker_args)
+        model, owned = _first_stage_model(first_stage, dict(first_stage_args or {}))
+        first_name = model.mteb_model_meta.name if getattr(model, "mteb_model_meta", None) else str(first_stage)
+        try:
+            first = mteb.evaluate(model, task_list, cache=cache, prediction_folder=prediction_folder,
+                                  overwrite_strategy=overwrite_strategy, show_progress_bar=show_progress_bar)
+        finally:
+            if owned:
+                model.close()
+        for task in task_list:
+            task.convert_to_reranking(prediction_folder, top_k=top_k)
+        if isinstance(reranker, str):
+            reranker = _build_reranker(reranker, reranker_args)
         second = mteb.evaluate(reranker, task_list, cache=cache, overwrite_strategy=overwrite_strategy,
                                show_progress_bar=show_progress_bar)
     finally:
-        if owned_reranker:
+        if owned_reranker and not isinstance(reranker, str):
             reranker.close()
     run = RerankRun(first_stage_model=first_name, reranker_model=reranker.mteb_model_meta.name, top_k=top_k,
                     prediction_folder=prediction_folder, first_stage=list(first.task_results),

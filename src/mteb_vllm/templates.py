@@ -97,6 +97,9 @@ QWEN3_RERANKER = ScoreTemplate(
     max_length=8192,
 )
 
+#: Templates by their own name (the CLI's ``--template``).
+TEMPLATES_BY_NAME: dict[str, ScoreTemplate] = {t.name: t for t in (QWEN3_RERANKER,)}
+
 #: Templates by the name of the mteb loader that implements the reference, so a registry model
 #: (``mteb.get_model_meta(name).loader``) maps to its template with no configuration.
 TEMPLATES_BY_LOADER: dict[str, ScoreTemplate] = {
