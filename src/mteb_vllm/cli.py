@@ -111,6 +111,57 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_prompts(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    prompts = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--prompt takes KEY=TEXT (e.g. query='query: '), got {item!r}")
+        prompts[key] = text
+    return prompts
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from .parity import run_parity
+
+    engine = {k: v for k, v in _engine_kwargs(args).items() if k != "dtype"}
+    report = run_parity(args.model, model_name=args.model_name, tasks=args.tasks, dtype=args.dtype,
+                        tolerance=args.tolerance, prompt_dict=_parse_prompts(args.prompt), engine_args=engine)
+    out = os.path.abspath(args.output_folder)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "parity.json"), "w") as fh:
+        fh.write(report.to_json())
+    with open(os.path.join(out, "parity.md"), "w") as fh:
+        fh.write(report.markdown())
+    print(report.markdown())
+    print(f"report written to {out}/parity.md and parity.json")
+    if report.failed:
+        names = ", ".join(f"{t.task} ({t.delta:+.2e})" for t in report.failed)
+        print(f"mteb-vllm: parity FAILED: main-score delta above {args.tolerance:g} on {names}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, run_bench
+    from .defaults import DEFAULT_MODEL_NAME, default_model_path
+
+    model, name = args.model, args.model_name
+    if model is None:
+        model, name = default_model_path(), name or DEFAULT_MODEL_NAME
+    config = BenchConfig(model=model, model_name=name, backends=args.backends, dtypes=args.dtypes,
+                         batch_sizes=args.batch_sizes, input_len=args.input_len,
+                         variable_length=args.variable_length, n=args.n, output_folder=args.output_folder)
+    report = run_bench(config)
+    from .bench import markdown_report
+
+    print(markdown_report(report))
+    print(f"JSON, markdown and plot written to {os.path.abspath(args.output_folder)}")
+    return 0 if report["points"] else 1
+
+
 def _template_names() -> list[str]:
     from .templates import TEMPLATES_BY_NAME
 
@@ -141,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--output-folder", default="mteb-vllm-results")
     _add_engine_flags(rr)
     rr.set_defaults(func=cmd_rerank)
+
+    par = sub.add_parser("parity", help="same tasks through mteb's reference and through vLLM; compare scores")
+    par.add_argument("--model", help="HF id or local path (default: packaged all-MiniLM-L6-v2)")
+    par.add_argument("--model-name", help="name mteb knows a local model by")
+    par.add_argument("--tasks", nargs="+", help="mteb task names (default: the bundled demo tasks)")
+    par.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed main-score delta")
+    par.add_argument("--prompt", action="append", metavar="KEY=TEXT",
+                     help="a prompt for our side only (keys as mteb's model_prompts), to test a configuration")
+    par.add_argument("--output-folder", default="mteb-vllm-parity")
+    _add_engine_flags(par)
+    par.set_defaults(func=cmd_parity, dtype="float32")
+
+    from .bench import BACKENDS
+
+    ben = sub.add_parser("bench", help="throughput/latency of vLLM vs sentence-transformers vs mteb's wrapper")
+    ben.add_argument("--model", help="HF id or local path (default: packaged all-MiniLM-L6-v2)")
+    ben.add_argument("--model-name", help="name mteb knows a local model by")
+    ben.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    ben.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"])
+    ben.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32, 128])
+    ben.add_argument("--input-len", type=int, help="fixed input length in tokens")
+    ben.add_argument("--variable-length", action="store_true", help="texts of 5-200 words")
+    ben.add_argument("--n", type=int, default=512, help="texts per workload")
+    ben.add_argument("--output-folder", default="mteb-vllm-bench")
+    ben.add_argument("--verbose", action="store_true")
+    ben.set_defaults(func=cmd_bench)
     return parser
 
 
