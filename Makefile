@@ -15,3 +15,6 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/encode_throughput.py
+	$(VENV)/bin/python benchmarks/rerank_throughput.py
+	$(VENV)/bin/mteb-vllm bench --dtypes float32 bfloat16 --output-folder benchmarks/results
+	$(VENV)/bin/python benchmarks/make_report.py

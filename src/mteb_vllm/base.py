@@ -28,7 +28,7 @@ class VllmWrapperBase:
         dtype: Weight/activation dtype; "auto" is the checkpoint's dtype (float32 on CPU for fp16 models).
         head_dtype: dtype of the pooling/classifier head ("model" keeps the model dtype).
         max_model_len: Context length; inputs longer than it are truncated (and counted).
-        max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 16384 tokens, 256 sequences).
+        max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 4096 tokens or the context length if longer, 256 sequences).
         tensor_parallel_size: GPUs to shard the model over.
         enable_prefix_caching: Reuse KV cache of shared prefixes (helps long instruction prompts).
         gpu_memory_utilization: Fraction of device memory (on CPU, of RAM; default 0.4 there).

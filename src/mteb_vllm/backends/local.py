@@ -124,10 +124,10 @@ class LocalVllmBackend:
     def __init__(self, config: EngineConfig):
         vllm, self._TokensPrompt = _import_vllm()
         from ..hardware import (
-            CPU_MAX_NUM_BATCHED_TOKENS,
             CPU_MAX_NUM_SEQS,
             CPU_MEMORY_FRACTION,
             configure_cpu_environment,
+            cpu_batched_tokens,
             cpu_kv_cache_bytes,
             is_cpu_platform,
         )
@@ -142,7 +142,8 @@ class LocalVllmBackend:
             self.in_process = _choose_in_process(config)
             if self.in_process:
                 engine_kwargs.setdefault("distributed_executor_backend", "uni")
-            batched = config.max_num_batched_tokens or CPU_MAX_NUM_BATCHED_TOKENS
+            batched = config.max_num_batched_tokens or cpu_batched_tokens(
+                config.model, trust_remote_code=config.trust_remote_code, max_model_len=config.max_model_len)
             if config.gpu_memory_utilization is None and "kv_cache_memory_bytes" not in engine_kwargs:
                 engine_kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(
                     config.model, trust_remote_code=config.trust_remote_code, max_model_len=config.max_model_len,
