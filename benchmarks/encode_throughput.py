@@ -138,13 +138,13 @@ def main() -> None:
     if args.child:
         _child(args.child, args.n, args.out)
         return
-    import subprocess
     import sys
     import tempfile
 
     from transformers import AutoTokenizer
 
     from mteb_vllm import default_model_path
+    from mteb_vllm.bench import run_isolated
 
     path = default_model_path()
     texts = make_texts(args.n)
@@ -155,8 +155,10 @@ def main() -> None:
     for name in args.backends:
         out = os.path.join(tmp, name)
         wall = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--child", name, "--n", str(args.n), "--out", out], check=True,
-                       stdout=subprocess.DEVNULL)
+        code = run_isolated([sys.executable, __file__, "--child", name, "--n", str(args.n), "--out", out],
+                            out + ".stderr")
+        if code != 0:
+            raise SystemExit(f"{name} failed (exit {code}); see {out}.stderr")
         wall = time.perf_counter() - wall
         with open(out + ".json") as fh:
             timing = json.load(fh)

@@ -1,4 +1,5 @@
-"""Write BENCHMARKS.md from the JSON files the benchmark commands leave behind (no numbers typed by hand).
+"""Write BENCHMARKS.md from the JSON files the benchmark commands leave behind, plus the tuning log
+(benchmarks/tuning.md, the only hand-copied figures, each from a run of benchmarks/engine_settings.py).
 
     make bench        # runs the three commands below, then this script
     .venv/bin/python benchmarks/encode_throughput.py
@@ -99,6 +100,9 @@ def main() -> None:
         lines += _rerank_section(rerank)
     if bench:
         lines += _bench_section(bench)
+    tuning = HERE / "tuning.md"
+    if tuning.exists():  # the hand-run tuning log, kept verbatim
+        lines += [tuning.read_text(), ""]
     lines += [
         "## On a GPU",
         "",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,6 +119,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
+    from mteb_vllm.bench import run_isolated
+
     path = build_model(args.model_dir)
     queries, docs = make_pairs(args.n)
     tok = AutoTokenizer.from_pretrained(path)
@@ -128,8 +129,10 @@ def main() -> None:
     results, outputs = {}, {}
     for name in args.backends:
         out = os.path.join(tmp, name)
-        subprocess.run([sys.executable, __file__, "--child", name, "--n", str(args.n), "--model-dir", path,
-                        "--out", out], check=True, stdout=subprocess.DEVNULL)
+        code = run_isolated([sys.executable, __file__, "--child", name, "--n", str(args.n), "--model-dir", path,
+                             "--out", out], out + ".stderr")
+        if code != 0:
+            raise SystemExit(f"{name} failed (exit {code}); see {out}.stderr")
         with open(out + ".json") as fh:
             timing = json.load(fh)
         outputs[name] = np.load(out + ".npy")

@@ -235,28 +235,34 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def _spawn(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """Run one child in its own session and reap its whole process group afterwards.
+def run_isolated(cmd: list[str], stderr_path: str | Path) -> int:
+    """Run ``cmd`` in its own session, wait for it, then kill whatever it left behind.
 
-    The child exits without tearing its engine down; engine processes it spawned (mteb's built-in wrapper
-    runs vLLM's engine core in a separate process) would otherwise outlive it and hold its pipes open.
+    Benchmark children exit without tearing their engines down; engine processes they spawned (mteb's
+    built-in wrapper runs vLLM's engine core and worker as separate processes) would otherwise outlive
+    them, keep spinning on the CPU and skew every later measurement.
     """
     import signal
 
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        returncode = proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return returncode
+
+
+def _spawn(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out_path, err_path = Path(tmp) / "spec.json", Path(tmp) / "out.json", Path(tmp) / "stderr.txt"
         spec_path.write_text(json.dumps({**spec, "out": str(out_path)}))
-        with open(err_path, "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "mteb_vllm.bench", str(spec_path)],
-                                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-            returncode = proc.wait()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        returncode = run_isolated([sys.executable, "-m", "mteb_vllm.bench", str(spec_path)], err_path)
         if returncode != 0 or not out_path.exists():
             lines = [line for line in err_path.read_text(errors="replace").strip().splitlines() if line.strip()]
-            errors = [line for line in lines if "Error" in line or "error" in line]
+            root = [line for line in lines if "Error:" in line and "Engine core initialization failed" not in line]
+            errors = root or [line for line in lines if "Error" in line or "error" in line]
             return None, (errors or lines or [f"child exited with code {returncode}"])[-1][:500]
         return json.loads(out_path.read_text()), ""
 
