@@ -18,7 +18,7 @@ def throughput_latency_plot(report: dict[str, Any], path: str | Path) -> Path:
 
     points = report["points"]
     workloads = list(dict.fromkeys(p["workload"] for p in points))
-    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 4.0), squeeze=False)
     for ax, workload in zip(axes[0], workloads):
         curves = dict.fromkeys((p["backend"], p["dtype"]) for p in points if p["workload"] == workload)
         for backend, dtype in curves:
@@ -35,9 +35,12 @@ def throughput_latency_plot(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel("latency per batch (ms, p50)")
         ax.set_title(workload, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{Path(report['config']['model']).name}: labels are batch sizes", fontsize=9)
-    fig.tight_layout()
+    config = report["config"]
+    name = config.get("model_name") or Path(config["model"]).name
+    fig.suptitle(f"{name}: throughput vs latency, point labels are batch sizes", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=7, frameon=False)
     path = Path(path)
     fig.savefig(path, dpi=80)
     plt.close(fig)
