@@ -161,6 +161,10 @@ class LocalVllmBackend:
         self.model = config.model
         started = time.perf_counter()
         _set_multiprocessing(not self.in_process)
+        # vLLM calls gc.collect() several times while starting and gc.freeze() at its end. Freezing first
+        # gives the same end state, but those collections no longer walk the caller's whole heap (mteb,
+        # torch, transformers): 1.5 s of a 9 s start in a profile here.
+        gc.freeze()
         try:
             self._llm = vllm.LLM(**config.to_engine_args())
         except Exception as exc:  # vLLM raises many types; keep its message, add the fix
