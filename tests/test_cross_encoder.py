@@ -132,17 +132,10 @@ def test_mock_retrieval_converted_to_reranking(bert_reranker, minilm_encoder, tm
 
 def test_nan_scores_raise_with_model_and_dtype(bert_reranker):
     """The real engine's scores with one poisoned, as a bf16/fp16 overflow would leave them."""
+    from backend_proxy import Overflowing
+
     from mteb_vllm.errors import NonFiniteOutputError
 
-    class Overflowing:
-        def __init__(self, inner):
-            self.inner, self.tokenizer, self.max_model_len, self.dtype = inner, inner.tokenizer, inner.max_model_len, "bfloat16"
-
-        def pool(self, inputs, task, desc=""):
-            out = self.inner.pool(inputs, task, desc=desc)
-            out[0] = np.nan
-            return out
-
-    wrapped = VllmCrossEncoderWrapper(bert_reranker.model_path, backend=Overflowing(bert_reranker.backend))
+    wrapped = VllmCrossEncoderWrapper(bert_reranker.model_path, backend=Overflowing(bert_reranker.backend, "bfloat16", row=0, value=np.nan))
     with pytest.raises(NonFiniteOutputError, match=r"1 scores contain NaN or Inf with dtype bfloat16.*'float32'"):
         wrapped.score_pairs(["q", "q"], ["a", "b"])

@@ -119,18 +119,11 @@ def test_qwen3_decoder_last_token_pooling_equals_transformers(qwen3_encoder, qwe
 
 def test_nan_output_raises_with_model_and_dtype(minilm_encoder):
     """The real engine's output with one row poisoned, as an fp16 overflow would leave it."""
+    from backend_proxy import Overflowing
+
     from mteb_vllm.errors import NonFiniteOutputError
 
-    class Overflowing:
-        def __init__(self, inner):
-            self.inner, self.tokenizer, self.max_model_len, self.dtype = inner, inner.tokenizer, inner.max_model_len, "float16"
-
-        def pool(self, inputs, task, desc=""):
-            out = self.inner.pool(inputs, task, desc=desc)
-            out[1, 0] = np.inf
-            return out
-
-    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, backend=Overflowing(minilm_encoder.backend))
+    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, backend=Overflowing(minilm_encoder.backend, "float16", row=1))
     with pytest.raises(NonFiniteOutputError, match=r"1 embeddings contain NaN or Inf with dtype float16.*dtype='float32'"):
         wrapped.embed_texts(["fine", "overflows"])
 

@@ -141,24 +141,25 @@ class BenchPoint:
     peak_fraction: float | None
 
 
+#: For each reduced-precision dtype: the torch probes of native CPU support, and what to say without it.
+_NATIVE_CPU_DTYPES = {
+    "bfloat16": (("_is_avx512_bf16_supported", "_is_amx_tile_supported"),
+                 "this CPU has no native bfloat16 matmul (no AVX512-BF16 or AMX); it would be emulated"),
+    "float16": (("_is_amx_fp16_supported", "_is_avx512_fp16_supported"),
+                "this CPU has no native float16 matmul (no AVX512-FP16 or AMX-FP16); vLLM's CPU build runs it emulated"),
+}
+
+
 def _dtype_skip_reason(dtype: str) -> str | None:
     import torch
 
     if torch.cuda.is_available() or dtype == "float32":
         return None
-    if dtype == "bfloat16":
-        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
-            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        if not native:
-            return "this CPU has no native bfloat16 matmul (no AVX512-BF16 or AMX); it would be emulated"
-        return None
-    if dtype == "float16":
-        native = getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)() or \
-            getattr(torch.cpu, "_is_avx512_fp16_supported", lambda: False)()
-        if not native:
-            return "this CPU has no native float16 matmul (no AVX512-FP16 or AMX-FP16); vLLM's CPU build runs it emulated"
-        return None
-    return f"unknown dtype {dtype!r}"
+    if dtype not in _NATIVE_CPU_DTYPES:
+        return f"unknown dtype {dtype!r}"
+    probes, reason = _NATIVE_CPU_DTYPES[dtype]
+    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return None if native else reason
 
 
 def _token_lengths(model: str, workload: str, n: int, max_len: int) -> list[int]:
@@ -168,19 +169,12 @@ def _token_lengths(model: str, workload: str, n: int, max_len: int) -> list[int]
     return [min(len(ids), max_len) for ids in tok(workload_texts(workload, n))["input_ids"]]
 
 
-def _max_len(model: str) -> int:
-    for name in ("sentence_bert_config.json",):
-        path = Path(model) / name
-        if path.exists():
-            return int(json.loads(path.read_text()).get("max_seq_length", 512))
-    return 512
-
-
 def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run every (backend, dtype) child, then write JSON, markdown and PNG into ``config.output_folder``."""
     from tqdm.auto import tqdm
 
     from .flops import matmul_peak_gflops, model_shape
+    from .hardware import model_context_length
 
     out_dir = Path(config.output_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +190,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             dtypes.append(dtype)
     peaks = {dtype: matmul_peak_gflops(dtype) for dtype in dtypes}
     shape = model_shape(config.model)
-    max_len = _max_len(config.model)
+    max_len = model_context_length(config.model, trust_remote_code=True) or 512
     lengths = {w: _token_lengths(config.model, w, config.n, max_len) for w in workloads}
     jobs = [(b, d) for d in dtypes for b in config.backends]
     for backend, dtype in tqdm(jobs, desc="bench", unit="backend", disable=not progress):

@@ -28,15 +28,13 @@ def _engine_kwargs(args: argparse.Namespace) -> dict:
 def _resolve_tasks(names: list[str] | None, benchmark: str | None) -> list:
     import mteb
 
-    from .demo import DEMO_TASK_CLASSES, demo_tasks
+    from .demo import demo_tasks, get_tasks
 
     if benchmark:
         return list(mteb.get_benchmark(benchmark).tasks)
     if not names:
         return demo_tasks()
-    tasks = [DEMO_TASK_CLASSES[n]() for n in names if n in DEMO_TASK_CLASSES]
-    others = [n for n in names if n not in DEMO_TASK_CLASSES]
-    return tasks + (list(mteb.get_tasks(tasks=others)) if others else [])
+    return get_tasks(names)
 
 
 def _print_rows(headers: list[str], rows: list[list[str]]) -> None:

@@ -162,15 +162,11 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
 
 
 def _context_limit(model: str, wanted: int, trust_remote_code: bool) -> int | None:
-    """``wanted`` capped at the model's own position limit (None when the config cannot be read)."""
-    try:
-        from transformers import AutoConfig
+    """``wanted`` capped at the model's own context length (None when the config cannot be read)."""
+    from .hardware import model_context_length
 
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-        limit = getattr(cfg.get_text_config(), "max_position_embeddings", None)
-    except Exception:
-        return None
-    return min(wanted, int(limit)) if limit else wanted
+    limit = model_context_length(model, trust_remote_code=trust_remote_code)
+    return min(wanted, limit) if limit else None
 
 
 def _instructions(inputs: Any, n: int) -> list[str | None]:

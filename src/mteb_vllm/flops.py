@@ -56,11 +56,12 @@ class TransformerShape:
 
 
 def model_shape(model: str, trust_remote_code: bool = True) -> TransformerShape | None:
-    try:
-        from transformers import AutoConfig
+    from .hardware import hf_text_config
 
-        return TransformerShape.from_config(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code))
-    except Exception:
+    config = hf_text_config(model, trust_remote_code)
+    try:
+        return TransformerShape.from_config(config) if config is not None else None
+    except (AttributeError, TypeError, ValueError):  # not a transformer shape this module knows
         return None
 
 

@@ -8,8 +8,10 @@ Everything here only fills what the user left unset: an explicit environment var
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -89,27 +91,39 @@ def _total_ram() -> int:
         return 16 * 2**30
 
 
+@functools.lru_cache(maxsize=16)
+def hf_text_config(model: str, trust_remote_code: bool = True) -> Any:
+    """The model's Hugging Face (text) config, read once per process, or None when it cannot be read.
+
+    Several CPU defaults (step budget, KV cache size) and the benchmark's FLOP count need it before the
+    engine starts; without the cache each would read and parse config.json again.
+    """
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except Exception:
+        logger.debug("could not read the config of %s", model, exc_info=True)
+        return None
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
 def model_context_length(model: str, *, trust_remote_code: bool) -> int | None:
     """The context length vLLM will derive for ``model`` (sentence-transformers' max_seq_length wins, as
     in vLLM), or None when the config cannot be read."""
     import json
 
     st_config = os.path.join(model, "sentence_bert_config.json")
-    try:
-        if os.path.exists(st_config):
+    if os.path.exists(st_config):
+        try:
             with open(st_config) as fh:
                 value = json.load(fh).get("max_seq_length")
-            if value:
-                return int(value)
-        from transformers import AutoConfig
-
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        value = getattr(cfg, "max_position_embeddings", None)
-        return int(value) if value else None
-    except Exception:
-        logger.debug("could not read the context length of %s", model, exc_info=True)
-        return None
+        except (OSError, ValueError):
+            value = None
+        if value:
+            return int(value)
+    value = getattr(hf_text_config(model, trust_remote_code), "max_position_embeddings", None)
+    return int(value) if value else None
 
 
 def cpu_batched_tokens(model: str, *, trust_remote_code: bool, max_model_len: int | None) -> int:
@@ -127,21 +141,14 @@ def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: in
     gigabytes free. The size here holds two full engine steps (what a pooling scheduler can have in flight),
     at least one max-length sequence, and at most a quarter of RAM.
     """
-    try:
-        from transformers import AutoConfig
+    from .flops import model_shape
 
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        layers = int(cfg.num_hidden_layers)
-        heads = int(getattr(cfg, "num_attention_heads"))
-        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
-        head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
-        context = int(max_model_len or getattr(cfg, "max_position_embeddings", 8192))
-    except Exception:  # unusual config: fall back to a size that fits small and mid-size models
-        logger.debug("could not read the model shape of %s", model, exc_info=True)
+    shape = model_shape(model, trust_remote_code)
+    if shape is None:  # unusual config: fall back to a size that fits small and mid-size models
         return 2**30
+    context = max_model_len or model_context_length(model, trust_remote_code=trust_remote_code) or 8192
     width = 2 if dtype in ("half", "float16", "bfloat16") else 4
-    per_token = 2 * layers * kv_heads * head_dim * width
+    per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * width
     wanted = 2 * max_num_batched_tokens * per_token
     floor = (context + 256) * per_token
     return int(max(CPU_KV_CACHE_MIN_BYTES, floor, min(wanted, CPU_KV_CACHE_MAX_FRACTION * _total_ram())))

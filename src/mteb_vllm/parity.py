@@ -132,7 +132,7 @@ def run_parity(model: str | None = None, *, model_name: str | None = None, tasks
     import mteb
 
     from .defaults import DEFAULT_MODEL_NAME, default_model_path
-    from .demo import DEMO_TASK_CLASSES
+    from .demo import DEMO_TASK_CLASSES, get_tasks
     from .prompts import registry_meta
 
     if model is None:
@@ -156,7 +156,7 @@ def run_parity(model: str | None = None, *, model_name: str | None = None, tasks
     predictions = tempfile.mkdtemp(prefix="mteb_vllm_parity_") if cross else None
 
     def fresh_tasks() -> list:
-        out = [DEMO_TASK_CLASSES[n]() if n in DEMO_TASK_CLASSES else mteb.get_task(n) for n in names]
+        out = get_tasks(names)
         if cross:  # retrieval tasks are reranked over the same bm25s top-k lists on both sides
             retrieval = [t for t in out if t.metadata.type == "Retrieval"]
             if retrieval and not any(Path(predictions).iterdir()):

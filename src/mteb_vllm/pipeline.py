@@ -66,24 +66,15 @@ class RerankRun:
 
 def resolve_tasks(tasks: Any) -> list[AbsTask]:
     """Task names, task objects or None (the bundled retrieval demo) → fresh mteb task objects."""
-    import mteb
     from mteb.abstasks import AbsTask
 
-    from .demo import DEMO_TASK_CLASSES, MtebVllmDemoRetrieval
+    from .demo import MtebVllmDemoRetrieval, get_tasks
 
     if tasks is None:
         return [MtebVllmDemoRetrieval()]
     if isinstance(tasks, (str, AbsTask)):
         tasks = [tasks]
-    demo = DEMO_TASK_CLASSES
-    resolved = []
-    for task in tasks:
-        if isinstance(task, AbsTask):
-            resolved.append(task)
-        elif task in demo:
-            resolved.append(demo[task]())
-        else:
-            resolved.append(mteb.get_task(task))
+    resolved = [task if isinstance(task, AbsTask) else get_tasks([task])[0] for task in tasks]
     for task in resolved:
         if not hasattr(task, "convert_to_reranking"):
             raise MtebVllmError(
