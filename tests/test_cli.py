@@ -44,3 +44,10 @@ def test_rerank_without_model_says_what_to_pass(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "rerank", "--output-folder", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "rerank needs --model" in proc.stderr
+
+
+def test_parity_prompt_without_equals_is_refused(capsys):
+    from mteb_vllm.cli import main
+
+    assert main(["parity", "--prompt", "query: no key"]) == 1
+    assert "--prompt takes KEY=TEXT" in capsys.readouterr().err

@@ -139,3 +139,12 @@ def test_nan_scores_raise_with_model_and_dtype(bert_reranker):
     wrapped = VllmCrossEncoderWrapper(bert_reranker.model_path, backend=Overflowing(bert_reranker.backend, "bfloat16", row=0, value=np.nan))
     with pytest.raises(NonFiniteOutputError, match=r"1 scores contain NaN or Inf with dtype bfloat16.*'float32'"):
         wrapped.score_pairs(["q", "q"], ["a", "b"])
+
+
+def test_instruction_needs_a_template_and_lengths_must_match(bert_reranker, bert_cross_encoder_path):
+    from mteb_vllm.errors import EngineArgumentError
+
+    with pytest.raises(EngineArgumentError, match="instruction= needs an LLM reranker template"):
+        VllmCrossEncoderWrapper(bert_cross_encoder_path, instruction="Find it")
+    with pytest.raises(MtebVllmError, match="got 1 instructions for 2 queries"):
+        bert_reranker.score_pairs(["a", "b"], ["c", "d"], ["only one"])

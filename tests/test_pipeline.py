@@ -45,3 +45,13 @@ def test_rejects_non_retrieval_tasks_and_bad_top_k(bert_reranker):
         rerank("MtebVllmDemoSTS", bert_reranker)
     with pytest.raises(MtebVllmError, match="top_k"):
         rerank(None, bert_reranker, top_k=0)
+
+
+def test_missing_bm25s_names_the_install(monkeypatch):
+    import sys
+
+    from mteb_vllm.pipeline import _first_stage_model
+
+    monkeypatch.setitem(sys.modules, "bm25s", None)
+    with pytest.raises(MtebVllmError, match=r"pip install 'mteb-vllm\[demo\]'"):
+        _first_stage_model("bm25s", {})
