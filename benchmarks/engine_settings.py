@@ -1,4 +1,5 @@
-"""Time one engine setting on the 2000-text encode set: how the CPU defaults in mteb_vllm.hardware and
+"""Time one engine setting on the 2000-text encode set and on the 6000 short sentences of the generated
+STS-3000 task (two calls, as mteb's STS evaluator makes them): how the CPU defaults in mteb_vllm.hardware and
 backends.local were chosen (results in benchmarks/tuning.md).
 
     .venv/bin/python benchmarks/engine_settings.py '{"max_num_batched_tokens": 4096}' ['{"ENV_VAR": "value"}']
@@ -20,7 +21,7 @@ if __name__ == "__main__":
     engine_args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     os.environ.update(json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
     os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
-    from encode_throughput import make_texts
+    from encode_throughput import make_texts, synthetic_sts
 
     from mteb_vllm import VllmEncoderWrapper, default_model_path
 
@@ -32,6 +33,13 @@ if __name__ == "__main__":
     t0 = time.perf_counter()
     wrapper.embed_texts(texts)
     took = time.perf_counter() - t0
-    print(json.dumps({"engine_args": engine_args, "env": sys.argv[2:] , "start_s": round(start, 1),
-                      "encode_s": round(took, 1)}))
+    sts = synthetic_sts(3000)
+    sts.load_data()
+    pairs = sts.dataset["test"]
+    t0 = time.perf_counter()
+    for column in ("sentence1", "sentence2"):
+        wrapper.embed_texts(list(pairs[column]))
+    sts_took = time.perf_counter() - t0
+    print(json.dumps({"engine_args": engine_args, "env": sys.argv[2:], "start_s": round(start, 1),
+                      "encode_s": round(took, 1), "sts_encode_s": round(sts_took, 1)}))
     wrapper.close()

@@ -1,13 +1,13 @@
 """Rerank throughput, same 2000 variable-length (query, document) pairs, same weights, one run:
 sentence-transformers CrossEncoder vs mteb's built-in VllmCrossEncoderWrapper vs mteb-vllm. Prints pairs/s,
 tokens/s, ratios and the largest score difference to sentence-transformers. Each backend runs in its own
-fresh process, one after the other.
+fresh process, one after the other, ``--repeats`` rounds; medians are reported.
 
 The model has the shape of cross-encoder/ms-marco-MiniLM-L6-v2 (BERT, 6 layers, 384 wide): the packaged
 all-MiniLM-L6-v2 encoder with a seeded classifier head, since no reranker weights can be downloaded here.
 Throughput does not depend on what the head learned.
 
-    .venv/bin/python benchmarks/rerank_throughput.py [--n 2000] [--backends st ours builtin]
+    .venv/bin/python benchmarks/rerank_throughput.py [--n 2000] [--backends st ours builtin] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--backends", nargs="+", default=["st", "ours", "builtin"])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fresh processes per backend, interleaved; medians are reported")
     parser.add_argument("--json", default="benchmarks/rerank_throughput.json")
     parser.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "mteb_vllm_bench_cross_encoder"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -121,19 +123,21 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(path)
     tokens = sum(min(len(ids), 512) for ids in tok(queries, docs)["input_ids"])
     results, outputs = {}, {}
-    runs = run_children(__file__, args.backends, ["--n", str(args.n), "--model-dir", path])
-    for name, (timing, out, _) in runs.items():
-        outputs[name] = out
-        took = timing["seconds"]
+    runs = run_children(__file__, args.backends, ["--n", str(args.n), "--model-dir", path], repeats=args.repeats)
+    for name, done in runs.items():
+        outputs[name] = done[0][1]
+        timings = [timing for timing, _, _ in done]
+        took = float(np.median([t["seconds"] for t in timings]))
+        start = float(np.median([t["engine_start_s"] for t in timings]))
         results[name] = {"seconds": took, "pairs_per_s": args.n / took, "tokens_per_s": tokens / took,
-                         "engine_start_s": timing["engine_start_s"]}
+                         "engine_start_s": start, "runs": timings}
         print(f"{name:8s} {took:7.1f} s  {args.n / took:7.1f} pairs/s  {tokens / took:9.0f} tokens/s  "
-              f"start {timing['engine_start_s']:.1f} s", flush=True)
+              f"start {start:.1f} s (medians of {len(timings)})", flush=True)
     if "st" in outputs:
         for name, out in outputs.items():
             results[name]["max_abs_diff_vs_st"] = float(np.abs(out - outputs["st"]).max())
             results[name]["ratio_vs_st"] = results["st"]["seconds"] / results[name]["seconds"]
-    write_report(args.json, {"n_pairs": args.n, "tokens": tokens, "results": results})
+    write_report(args.json, {"n_pairs": args.n, "tokens": tokens, "repeats": args.repeats, "results": results})
 
 
 if __name__ == "__main__":

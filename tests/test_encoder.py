@@ -92,7 +92,8 @@ def test_invalid_argument_fails_before_engine():
 
 @pytest.fixture(scope="module")
 def qwen3_encoder(qwen3_embedding_path):
-    wrapper = VllmEncoderWrapper(qwen3_embedding_path, dtype="float32", max_model_len=512)
+    # block_size: a user's engine argument beats the CPU default (checked below)
+    wrapper = VllmEncoderWrapper(qwen3_embedding_path, dtype="float32", max_model_len=512, block_size=64)
     yield wrapper
     wrapper.close()
 
@@ -115,6 +116,13 @@ def test_qwen3_decoder_last_token_pooling_equals_transformers(qwen3_encoder, qwe
     assert ours.shape == ref.shape == (len(texts), 128)
     np.testing.assert_allclose(ours, ref, atol=1e-4)
     assert ((ours * ref).sum(1)).min() >= 0.99999
+
+
+def test_user_engine_argument_beats_cpu_default(qwen3_encoder):
+    from mteb_vllm.hardware import CPU_BLOCK_SIZE
+
+    assert CPU_BLOCK_SIZE != 64
+    assert qwen3_encoder.backend.llm.llm_engine.vllm_config.cache_config.block_size == 64
 
 
 def test_nan_output_raises_with_model_and_dtype(minilm_encoder):

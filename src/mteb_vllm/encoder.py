@@ -11,6 +11,7 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 
 from .base import VllmWrapperBase
+from .gc_pause import paused_gc
 from .prompts import Prompt, reference_prompts
 from .tokenize import tokenize_texts
 
@@ -79,7 +80,11 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         self.apply_instruction_to_documents = apply_instruction_to_documents
         self._explicit_prompts = prompt_dict is not None or use_instructions or instruction_template is not None
         super().__init__(model, revision, **engine_args)
-        self._reference = None if self._explicit_prompts else reference_prompts(self.registry_meta, self.model_path)
+        if self._explicit_prompts:
+            self._reference = None
+        else:
+            with paused_gc():  # imports sentence-transformers and builds the reference loader
+                self._reference = reference_prompts(self.registry_meta, self.model_path)
         self.stats = EncodeStats()
 
     # --- prompts -------------------------------------------------------------------------------------

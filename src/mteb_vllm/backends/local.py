@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..errors import EngineStartError, ModelNotFoundError, missing_vllm_error
+from ..gc_pause import paused_gc
 from .base import PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
@@ -122,14 +123,20 @@ class LocalVllmBackend:
     _live = 0
 
     def __init__(self, config: EngineConfig):
+        with paused_gc():
+            self._start(config)
+
+    def _start(self, config: EngineConfig) -> None:
         vllm, self._TokensPrompt = _import_vllm()
         from ..hardware import (
+            CPU_BLOCK_SIZE,
             CPU_MAX_NUM_SEQS,
             CPU_MEMORY_FRACTION,
             configure_cpu_environment,
             cpu_batched_tokens,
             cpu_kv_cache_bytes,
             is_cpu_platform,
+            tune_cpu_allocator,
         )
 
         config = dataclasses.replace(config, model=check_model_exists(config.model))
@@ -138,7 +145,9 @@ class LocalVllmBackend:
         self.in_process = False
         if self.on_cpu:
             configure_cpu_environment()
+            tune_cpu_allocator()
             engine_kwargs = dict(config.engine_kwargs)
+            engine_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
             self.in_process = _choose_in_process(config)
             if self.in_process:
                 engine_kwargs.setdefault("distributed_executor_backend", "uni")

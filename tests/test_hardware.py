@@ -1,0 +1,53 @@
+"""CPU defaults: what is derived from the machine and the model, and that the user's choice always wins."""
+
+from __future__ import annotations
+
+import gc
+import platform
+
+import pytest
+
+from mteb_vllm import hardware
+
+
+def test_core_ranges_use_the_bind_syntax():
+    assert hardware._as_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert hardware._as_ranges([3]) == "3"
+
+
+def test_cpu_environment_fills_only_what_is_unset(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    changed = hardware.configure_cpu_environment()
+    assert "OMP_NUM_THREADS" not in changed
+    assert changed["VLLM_CPU_OMP_THREADS_BIND"] == hardware._as_ranges(hardware.available_cores())
+
+
+def test_step_budget_and_kv_cache_follow_the_model(minilm_path):
+    # MiniLM's sentence-transformers config caps it at 256 tokens: the 4096-token default step applies
+    assert hardware.model_context_length(minilm_path, trust_remote_code=False) == 256
+    assert hardware.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=None) == 4096
+    assert hardware.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=8192) == 8192
+    size = hardware.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
+                                       max_num_batched_tokens=4096, dtype="float32")
+    assert hardware.CPU_KV_CACHE_MIN_BYTES <= size <= hardware.CPU_KV_CACHE_MAX_FRACTION * hardware._total_ram()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_allocator_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("MTEB_VLLM_MALLOC_TUNING", "0")
+    assert hardware.tune_cpu_allocator() is False
+    monkeypatch.delenv("MTEB_VLLM_MALLOC_TUNING")
+    assert hardware.tune_cpu_allocator() is True
+
+
+def test_running_engine_got_the_cpu_defaults(minilm_encoder):
+    """The shared engine was started with the CPU defaults the user did not override."""
+    backend = minilm_encoder.backend
+    if not backend.on_cpu:
+        pytest.skip("CPU defaults only apply on CPU")
+    vllm_config = backend.llm.llm_engine.vllm_config
+    assert vllm_config.cache_config.block_size == hardware.CPU_BLOCK_SIZE
+    assert vllm_config.scheduler_config.max_num_batched_tokens == hardware.CPU_MAX_NUM_BATCHED_TOKENS
+    assert backend.in_process
+    assert gc.isenabled(), "the collector paused for the engine start must be running again"
