@@ -16,11 +16,14 @@ import time
 import numpy as np
 
 
+#: Words of the generated texts: all single MiniLM tokens, so a text's word count sets its token count.
+VOCAB = ("time people year way day thing man world life hand part child eye woman place work week case "
+         "point government company number group problem fact river model music data search engine").split()
+
+
 def make_texts(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
-    vocab = ("time people year way day thing man world life hand part child eye woman place work week case "
-             "point government company number group problem fact river model music data search engine").split()
-    return [" ".join(rng.choice(vocab, size=int(rng.integers(5, 201)))) for _ in range(n)]
+    return [" ".join(rng.choice(VOCAB, size=int(rng.integers(5, 201)))) for _ in range(n)]
 
 
 def synthetic_sts(n_pairs: int):
@@ -33,12 +36,10 @@ def synthetic_sts(n_pairs: int):
     from mteb_vllm.demo import MtebVllmDemoSTS
 
     rng = np.random.default_rng(3)
-    vocab = ("time people year way day thing man world life hand part child eye woman place work week case "
-             "point government company number group problem fact river model music data search engine").split()
     rows = []
     for _ in range(n_pairs):
-        a = list(rng.choice(vocab, size=int(rng.integers(8, 31))))
-        b = [w if rng.random() < 0.5 else str(rng.choice(vocab)) for w in a]
+        a = list(rng.choice(VOCAB, size=int(rng.integers(8, 31))))
+        b = [w if rng.random() < 0.5 else str(rng.choice(VOCAB)) for w in a]
         overlap = len(set(a) & set(b)) / len(set(a) | set(b))
         rows.append({"sentence1": " ".join(a), "sentence2": " ".join(b), "score": 5 * overlap})
 
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--backends", nargs="+", default=["st", "ours", "builtin"])
     parser.add_argument("--repeats", type=int, default=3,
-                        help="fresh processes per backend, interleaved; medians are reported (runs here vary 5-10 %%)")
+                        help="fresh processes per backend, interleaved; medians are reported (runs here vary 5-15 %%)")
     parser.add_argument("--json", default="benchmarks/encode_throughput.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -148,8 +149,7 @@ def main() -> None:
     results, outputs = {}, {}
     for name, done in runs.items():
         outputs[name] = done[0][1]
-        timings = [timing for timing, _, _ in done]
-        med = {key: float(np.median([t[key] for t in timings])) for key in ("seconds", "engine_start_s", "e2e_sts3000_s")}
+        timings, med = medians(done, ("seconds", "engine_start_s", "e2e_sts3000_s"))
         took = med["seconds"]
         results[name] = {**med, "texts_per_s": len(texts) / took, "tokens_per_s": tokens / took,
                          "sts3000_score": timings[0]["sts3000_score"], "runs": timings,
@@ -189,6 +189,12 @@ def run_children(script: str, backends: list[str], child_args: list[str],
             with open(out + ".json") as fh:
                 done[name].append((json.load(fh), np.load(out + ".npy"), time.perf_counter() - wall))
     return done
+
+
+def medians(done: list[tuple[dict, np.ndarray, float]], keys: tuple[str, ...]) -> tuple[list[dict], dict[str, float]]:
+    """One backend's runs from :func:`run_children`: their timing dicts, and the median of each of ``keys``."""
+    timings = [timing for timing, _, _ in done]
+    return timings, {key: float(np.median([t[key] for t in timings])) for key in keys}
 
 
 def write_report(path: str, body: dict) -> None:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encode_throughput import make_texts, run_children, write_report  # noqa: E402
+from encode_throughput import make_texts, medians, run_children, write_report  # noqa: E402
 
 
 def make_pairs(n: int, seed: int = 1) -> tuple[list[str], list[str]]:
@@ -126,9 +126,8 @@ def main() -> None:
     runs = run_children(__file__, args.backends, ["--n", str(args.n), "--model-dir", path], repeats=args.repeats)
     for name, done in runs.items():
         outputs[name] = done[0][1]
-        timings = [timing for timing, _, _ in done]
-        took = float(np.median([t["seconds"] for t in timings]))
-        start = float(np.median([t["engine_start_s"] for t in timings]))
+        timings, med = medians(done, ("seconds", "engine_start_s"))
+        took, start = med["seconds"], med["engine_start_s"]
         results[name] = {"seconds": took, "pairs_per_s": args.n / took, "tokens_per_s": tokens / took,
                          "engine_start_s": start, "runs": timings}
         print(f"{name:8s} {took:7.1f} s  {args.n / took:7.1f} pairs/s  {tokens / took:9.0f} tokens/s  "

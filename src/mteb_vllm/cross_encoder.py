@@ -162,7 +162,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
 
 
 def _context_limit(model: str, wanted: int, trust_remote_code: bool) -> int | None:
-    """``wanted`` capped at the model's own context length (None when the config cannot be read)."""
+    """``wanted`` capped at the model's own context length; None (vLLM derives it) when that cannot be read."""
     from .hardware import model_context_length
 
     limit = model_context_length(model, trust_remote_code=trust_remote_code)

@@ -18,10 +18,11 @@ logger = logging.getLogger(__name__)
 #: Fraction of RAM given to vLLM's KV cache on CPU. Pooling models barely use a KV cache; 0.9 (vLLM's
 #: GPU default) fails on CPU because the rest of the process needs memory too.
 CPU_MEMORY_FRACTION = 0.4
-#: Token budget per engine step on CPU. Small steps keep a layer's activations in the CPU caches: on
-#: this project's machine (MiniLM, 2000 texts of 5-200 words) 2048 and 4096 tokens took 28 s, 8192 took
-#: 33 s, 16384 took 32 s and 65536 took 54 s. Raised to the model's context length when that is longer,
-#: since a pooling request cannot be split across steps.
+#: Token budget per engine step on CPU. On this project's machine (MiniLM, 2000 texts of 5-200 words)
+#: 2048 and 4096 tokens took 28 s, 8192 took 33 s, 16384 took 32 s and 65536 took 54 s. The likely reason
+#: (benchmarks/tuning.md): at 4096 tokens MiniLM's largest activation (24 MiB) stays under glibc's 32 MiB
+#: mmap ceiling (see CPU_MMAP_THRESHOLD), so its memory is reused between steps. Raised to the model's
+#: context length when that is longer, since a pooling request cannot be split across steps.
 CPU_MAX_NUM_BATCHED_TOKENS = 4096
 CPU_MAX_NUM_SEQS = 256
 #: KV cache block size on CPU (vLLM's CPU default is 128; its attention kernel takes any multiple of 32).
