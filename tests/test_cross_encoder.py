@@ -1,150 +1,112 @@
-"""Rerankers on the real engine: a tiny BERT cross-encoder and a tiny Qwen3 yes/no reranker."""
+"""The cross-encoder's own logic on the FakeBackend: pair checks, dedup, document-side truncation, templates,
+score heads and the NaN policy. The real engine against sentence-transformers and mteb's Qwen3 reference:
+test_cross_encoder_engine.py."""
 
-import mteb
+from __future__ import annotations
+
 import numpy as np
 import pytest
+from mteb.mocks.mock_tasks.reranking import MockRerankingTask
 
 from mteb_vllm import VllmCrossEncoderWrapper
-from mteb_vllm.errors import ModelNotFoundError, MtebVllmError
-from mteb_vllm.templates import QWEN3_RERANKER, ScoreTemplate, registry_template
+from mteb_vllm.backends import BACKENDS, register_backend
+from mteb_vllm.errors import EngineArgumentError, InvalidInputError, MissingScoreHeadError, MtebVllmError
+from mteb_vllm.templates import QWEN3_RERANKER, ScoreTemplate
+from mteb_vllm.testing import FakeBackend, byte_tokenizer
 
-pytestmark = pytest.mark.engine
-
-
-def _pairs(n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    words = "the a cat dog model vector search engine query passage river mountain music code data yes no".split()
-    queries = [" ".join(rng.choice(words, size=int(rng.integers(2, 12)))) for _ in range(n // 10)]
-    docs = [" ".join(rng.choice(words, size=int(rng.integers(5, 150)))) for _ in range(n)]
-    return [queries[i // 10] for i in range(n)], docs
+RERANKING = MockRerankingTask().metadata
 
 
-def test_bert_cross_encoder_equals_sentence_transformers(bert_reranker, bert_cross_encoder_path):
-    from sentence_transformers import CrossEncoder
-
-    queries, docs = _pairs()
-    ours = bert_reranker.score_pairs(queries, docs)
-    ref = CrossEncoder(bert_cross_encoder_path, device="cpu").predict(list(zip(queries, docs)), batch_size=32)
-    assert ours.dtype == np.float32 and ours.shape == (len(docs),)
-    assert np.abs(ours - ref).max() <= 1e-4
-    assert ref.std() > 0.01  # the scores actually differ, so the ranking check below means something
-    for start in range(0, len(docs), 10):  # same ranking of each query's ten documents
-        assert list(np.argsort(-ours[start:start + 10])) == list(np.argsort(-ref[start:start + 10]))
+def _reranker(max_model_len=64, **kwargs):
+    backend = FakeBackend(max_model_len=max_model_len)
+    return VllmCrossEncoderWrapper("fake/reranker", backend=backend, **kwargs), backend
 
 
-def _loader(texts, instructions=None):
-    from datasets import Dataset
-    from torch.utils.data import DataLoader
-
-    columns = {"text": texts}
-    if instructions is not None:
-        columns["instruction"] = instructions
-    return DataLoader(Dataset.from_dict(columns), batch_size=16)
-
-
-def test_qwen3_reranker_equals_mteb_reference(qwen3_reranker, qwen3_reranker_path):
-    """mteb's Qwen3RerankerWrapper is a plain transformers forward pass with the template and yes/no logits."""
-    from mteb.mocks.mock_tasks.reranking import MockRerankingTask
-    from mteb.models.model_implementations.qwen3_reranker import Qwen3RerankerWrapper
-
-    queries, docs = _pairs(60, seed=1)
-    instructions = ["Find passages about animals" if i % 3 == 0 else None for i in range(len(queries))]
-    # mteb reads instructions only when the dataset has the column; None rows take the default instruction
-    with_instr = [i if i is not None else QWEN3_RERANKER.default_instruction for i in instructions]
-    meta = MockRerankingTask().metadata
-    reference = Qwen3RerankerWrapper(qwen3_reranker_path, device="cpu")
-    ref = reference.predict(_loader(queries, with_instr), _loader(docs), task_metadata=meta, hf_split="test",
-                            hf_subset="default", batch_size=1, show_progress_bar=False)
-    ours = qwen3_reranker.predict(_loader(queries, with_instr), _loader(docs), task_metadata=meta,
-                                  hf_split="test", hf_subset="default", show_progress_bar=False)
-    assert ref.std() > 0.01
-    np.testing.assert_allclose(ours, ref, atol=1e-4)
-    # the instruction reaches the model: the same pair scores differently under another instruction
-    plain = qwen3_reranker.score_pairs(queries[:1], docs[:1], ["Find code"])
-    other = qwen3_reranker.score_pairs(queries[:1], docs[:1], ["Find passages about rivers and mountains"])
-    assert abs(float(plain[0]) - float(other[0])) > 1e-6
+def test_scores_follow_the_pairs_and_duplicates_are_scored_once():
+    reranker, backend = _reranker()
+    queries = ["cats", "cats", "dogs", "cats"]
+    docs = ["cats purr", "stock prices", "dogs bark", "cats purr"]
+    scores = reranker.score_pairs(queries, docs)
+    assert scores.dtype == np.float32 and scores.shape == (4,)
+    assert backend.inputs_seen == 3
+    assert scores[0] == scores[3] and scores[0] > scores[1]  # the fake scores word overlap of the two segments
 
 
-def test_qwen3_template_is_mtebs(qwen3_reranker_path):
-    from mteb.models.model_implementations.qwen3_reranker import Qwen3RerankerWrapper
+def test_only_the_document_is_cut_and_every_cut_is_counted():
+    reranker, backend = _reranker(max_model_len=40)
+    query = "which river"
+    scores = reranker.score_pairs([query, query], ["short doc", "water " * 100])
+    assert np.isfinite(scores).all() and reranker.truncated == 1
+    tok = byte_tokenizer()
+    from mteb_vllm.tokenizing import tokenize_pairs
 
-    reference = Qwen3RerankerWrapper(qwen3_reranker_path, device="cpu")
-    assert (QWEN3_RERANKER.prefix, QWEN3_RERANKER.suffix) == (reference.prefix, reference.suffix)
-    assert QWEN3_RERANKER.render("q", "d")[0] == reference.format_instruction(None, "q", "d")
-    assert QWEN3_RERANKER.render("q", "d", "i")[0] == reference.format_instruction("i", "q", "d")
-    assert registry_template(mteb.get_model_meta("Qwen/Qwen3-Reranker-0.6B")) is QWEN3_RERANKER
-    assert registry_template(mteb.get_model_meta("cross-encoder/ms-marco-MiniLM-L6-v2")) is None
-
-
-def test_template_truncates_the_document_never_the_query(qwen3_reranker):
-    from mteb_vllm.tokenize import tokenize_templated
-
-    tok = qwen3_reranker.backend.tokenizer
-    query = "which river flows through the mountain valley"
-    tokens, report = tokenize_templated(tok, QWEN3_RERANKER, [query], ["water " * 5000], ["Find it"], max_len=128)
-    ids = tokens[0].token_ids
-    assert len(ids) == 128 and report.truncated == 1
-    assert tok.decode(ids).count("water") > 10
-    query_ids = tok.encode(query, add_special_tokens=False)
-    assert any(ids[i:i + len(query_ids)] == query_ids for i in range(len(ids)))
-    suffix = tok.encode(QWEN3_RERANKER.suffix, add_special_tokens=False)
-    assert ids[-len(suffix):] == suffix
+    (short, long_), report = tokenize_pairs(tok, [query, query], ["short doc", "water " * 100], 40)
+    assert len(long_) == 40 and report.truncated == 1
+    assert tok.decode(long_.token_ids[: long_.second_segment_start]).count("which river") == 1
 
 
-def test_bad_inputs(bert_reranker, qwen3_reranker):
-    queries = ["a query", "a query", "ctrl \x00\x1b[0m"]
-    docs = ["", "long " * 25000, "doc"]
-    for reranker in (bert_reranker, qwen3_reranker):
-        before = reranker.truncated
-        scores = reranker.score_pairs(queries, docs)
-        assert scores.shape == (3,) and np.isfinite(scores).all()
-        assert reranker.truncated - before == 1
+@pytest.mark.parametrize("bad,kind", [(None, "NoneType"), (5, "int"), (b"abc", "bytes")])
+def test_non_strings_are_refused_on_either_side(bad, kind):
+    reranker, backend = _reranker()
+    with pytest.raises(InvalidInputError, match=rf"query 1 is {kind}"):
+        reranker.score_pairs(["q", bad], ["d", "d"])
+    with pytest.raises(InvalidInputError, match=rf"document 0 is {kind}"):
+        reranker.predict([{"text": ["q"]}], [{"text": [bad]}], task_metadata=RERANKING, hf_split="test",
+                         hf_subset="default")
+    assert backend.inputs_seen == 0
+
+
+def test_lengths_must_match_and_empty_is_empty():
+    reranker, _ = _reranker()
     with pytest.raises(MtebVllmError, match="2 queries but 1 documents"):
-        bert_reranker.score_pairs(["a", "b"], ["c"])
+        reranker.score_pairs(["a", "b"], ["c"])
+    assert reranker.score_pairs([], []).shape == (0,)
 
 
-def test_unknown_path_and_bad_template():
-    with pytest.raises(ModelNotFoundError, match="does not exist"):
-        VllmCrossEncoderWrapper("/no/such/reranker")
+def test_an_embedding_checkpoint_is_refused_as_a_reranker_before_any_engine(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
+    with pytest.raises(MissingScoreHeadError, match=r"no classification head \(BertModel\).*VllmEncoderWrapper"):
+        VllmCrossEncoderWrapper(str(tmp_path), backend="fake")
+    # the same folder with a template is an LLM reranker: allowed
+    VllmCrossEncoderWrapper(str(tmp_path), backend="fake", template=QWEN3_RERANKER)
+
+
+def test_templates_carry_the_instruction_and_reach_the_backend():
+    reranker, backend = _reranker(max_model_len=512, template=QWEN3_RERANKER)
+    assert reranker.config.score_template is QWEN3_RERANKER
+    a = reranker.score_pairs(["q"], ["d"], ["Find code"])
+    b = reranker.score_pairs(["q"], ["d"], ["Find passages about rivers"])
+    assert a[0] != b[0]
+    with pytest.raises(EngineArgumentError, match="instruction= needs an LLM reranker template"):
+        VllmCrossEncoderWrapper("fake/reranker", backend=FakeBackend(), instruction="Find it")
+
+
+def test_the_template_head_is_the_backends_business():
+    args = VllmCrossEncoderWrapper("fake/reranker", backend="fake", template=QWEN3_RERANKER).config.to_engine_args()
+    assert args["hf_overrides"] == {"classifier_from_token": ["no", "yes"], "method": "from_2_way_softmax"}
+    explicit = VllmCrossEncoderWrapper("fake/reranker", backend="fake", template=QWEN3_RERANKER,
+                                       hf_overrides={"method": "x"}).config.to_engine_args()
+    assert explicit["hf_overrides"]["method"] == "x"  # the user's override wins
     with pytest.raises(MtebVllmError, match=r"must contain \{query\} and \{document\}"):
         ScoreTemplate(pair_format="{query} only")
 
 
-def test_mteb_evaluate_on_mock_reranking_tasks(bert_reranker, qwen3_reranker):
-    from mteb.mocks.mock_tasks.reranking import MockInstructionReranking, MockRerankingTask
-
-    for reranker in (bert_reranker, qwen3_reranker):
-        for task in (MockRerankingTask(), MockInstructionReranking()):
-            result = mteb.evaluate(reranker, task, cache=None, show_progress_bar=False)
-            score = result.task_results[0].get_score()
-            assert score is not None and np.isfinite(score), (reranker, task)
-
-
-def test_mock_retrieval_converted_to_reranking(bert_reranker, minilm_encoder, tmp_path):
-    from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
-
-    task = MockRetrievalTask()
-    mteb.evaluate(minilm_encoder, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)
-    task.convert_to_reranking(tmp_path, top_k=2)
-    result = mteb.evaluate(bert_reranker, task, cache=None, show_progress_bar=False)
-    assert np.isfinite(result.task_results[0].get_score())
+def test_a_two_label_head_scores_with_p_relevant():
+    register_backend("fake-2label", lambda config, **o: FakeBackend(config, num_labels=2))
+    try:
+        reranker = VllmCrossEncoderWrapper("fake/reranker", backend="fake-2label")
+        scores = reranker.score_pairs(["cats", "cats"], ["cats purr", "stock prices"])
+        assert 0 <= scores.min() and scores.max() <= 1 and scores[0] > scores[1]
+    finally:
+        BACKENDS.pop("fake-2label")
 
 
-def test_nan_scores_raise_with_model_and_dtype(bert_reranker):
-    """The real engine's scores with one poisoned, as a bf16/fp16 overflow would leave them."""
-    from backend_proxy import Overflowing
-
-    from mteb_vllm.errors import NonFiniteOutputError
-
-    wrapped = VllmCrossEncoderWrapper(bert_reranker.model_path, backend=Overflowing(bert_reranker.backend, "bfloat16", row=0, value=np.nan))
-    with pytest.raises(NonFiniteOutputError, match=r"1 scores contain NaN or Inf with dtype bfloat16.*'float32'"):
-        wrapped.score_pairs(["q", "q"], ["a", "b"])
-
-
-def test_instruction_needs_a_template_and_lengths_must_match(bert_reranker, bert_cross_encoder_path):
-    from mteb_vllm.errors import EngineArgumentError
-
-    with pytest.raises(EngineArgumentError, match="instruction= needs an LLM reranker template"):
-        VllmCrossEncoderWrapper(bert_cross_encoder_path, instruction="Find it")
-    with pytest.raises(MtebVllmError, match="got 1 instructions for 2 queries"):
-        bert_reranker.score_pairs(["a", "b"], ["c", "d"], ["only one"])
+def test_nan_scores_in_auto_half_precision_are_rerun_in_float32():
+    register_backend("fake-overflow", lambda config, **o: FakeBackend(config, auto_dtype="bfloat16",
+                                                                       nonfinite_dtypes=("bfloat16",)))
+    try:
+        reranker = VllmCrossEncoderWrapper("fake/reranker", backend="fake-overflow")
+        scores = reranker.score_pairs(["q", "q"], ["a", "b"])
+        assert np.isfinite(scores).all() and reranker.dtype == "float32"
+    finally:
+        BACKENDS.pop("fake-overflow")

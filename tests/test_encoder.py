@@ -1,156 +1,283 @@
-"""The encoder on a real vLLM engine and real weights (packaged all-MiniLM-L6-v2)."""
+"""The encoder's own logic on the FakeBackend: no engine, seconds. Counts are taken at the backend.
+
+The same wrapper on the real engine and real weights: test_encoder_engine.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
 
 import mteb
 import numpy as np
 import pytest
-from mteb.mocks import mock_tasks
+from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
+from mteb.mocks.mock_tasks.sts import MockSTSTask
+from mteb.types import PromptType
 
-from mteb_vllm import VllmEncoderWrapper, demo_tasks
-from mteb_vllm.errors import EngineArgumentError, ModelNotFoundError
+from mteb_vllm import VllmEncoderWrapper
+from mteb_vllm.backends import create_backend, register_backend
+from mteb_vllm.errors import (
+    EngineArgumentError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NonFiniteOutputError,
+    PromptReplayError,
+    RemoteCodeError,
+    UnsafeNameError,
+)
+from mteb_vllm.testing import FakeBackend
 
-pytestmark = pytest.mark.engine
-
-
-def _texts(n=300):
-    rng = np.random.default_rng(0)
-    words = "the a cat dog model vector search engine query passage river mountain music code data".split()
-    return [" ".join(rng.choice(words, size=int(rng.integers(5, 200)))) for _ in range(n)]
-
-
-def test_parity_with_sentence_transformers(minilm_encoder, minilm_path):
-    from sentence_transformers import SentenceTransformer
-
-    texts = _texts()
-    ours = minilm_encoder.embed_texts(texts)
-    ref = SentenceTransformer(minilm_path, device="cpu").encode(texts, batch_size=32)
-    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
-    assert ours.dtype == np.float32 and ours.shape == ref.shape
-    assert cos.min() >= 0.99999
+STS = MockSTSTask().metadata
+RETRIEVAL = MockRetrievalTask().metadata
 
 
-def test_duplicates_encoded_once_and_order_kept(minilm_encoder):
-    before = minilm_encoder.stats.unique_texts
-    out = minilm_encoder.embed_texts(["b", "a", "b"])
-    assert minilm_encoder.stats.unique_texts - before == 2
+def _encode(wrapper, texts, meta=STS, prompt_type=None, subset="default"):
+    return wrapper.encode([{"text": texts}], task_metadata=meta, hf_split="test", hf_subset=subset,
+                          prompt_type=prompt_type)
+
+
+def _shared(**kwargs):
+    """A wrapper on a FakeBackend the test holds, so it can count what reached the 'engine'."""
+    backend = FakeBackend(max_model_len=kwargs.pop("max_model_len", 64))
+    return VllmEncoderWrapper("fake/encoder", backend=backend, **kwargs), backend
+
+
+def test_duplicates_reach_the_backend_once_and_order_is_kept():
+    wrapper, backend = _shared()
+    out = wrapper.embed_texts(["b", "a", "b", "c", "a"])
+    assert backend.inputs_seen == 3
     np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[1], out[4])
     assert not np.allclose(out[0], out[1])
+    single = wrapper.embed_texts(["c"])
+    np.testing.assert_array_equal(single[0], out[3])  # the same text gives the same vector in any batch
 
 
-def test_bad_inputs_do_not_crash(minilm_encoder):
-    before = minilm_encoder.stats.truncated
-    out = minilm_encoder.embed_texts(["", "word " * 20000, "ctrl\x00\x07\x1b[0m chars", "plain"])
-    assert out.shape == (4, 384) and np.isfinite(out).all()
-    assert minilm_encoder.stats.truncated - before == 1
+def test_truncation_is_counted_and_the_backend_never_sees_too_many_tokens():
+    wrapper, backend = _shared(max_model_len=32)
+    texts = ["short", "x" * 500, "y" * 31, "z" * 29]  # one token per byte, plus [CLS] and [SEP]
+    out = wrapper.embed_texts(texts)  # FakeBackend raises on inputs longer than max_model_len
+    assert out.shape == (4, backend.dim)
+    assert wrapper.stats.truncated == 2
+    assert max(c.tokens for c in backend.calls) <= 4 * 32
 
 
-def _text_mock_tasks():
-    tasks = []
-    for name in dir(mock_tasks):
-        cls = getattr(mock_tasks, name)
-        meta = getattr(cls, "metadata", None)
-        if isinstance(cls, type) and meta is not None and list(meta.modalities) == ["text"] \
-                and meta.type != "Aggregate" and "Reranking" not in meta.type:
-            tasks.append(cls)
-    return tasks
+def test_empty_input_has_the_embedding_width():
+    wrapper, backend = _shared()
+    assert wrapper.embed_texts([]).shape == (0, backend.dim)
+    assert _encode(wrapper, []).shape == (0, backend.dim)
+    assert wrapper.embed_texts([""]).shape == (1, backend.dim)  # an empty string is a text
 
 
-@pytest.mark.parametrize("task_cls", _text_mock_tasks(), ids=lambda c: c.__name__)
-def test_mteb_evaluate_on_text_mock_tasks(minilm_encoder, task_cls):
-    result = mteb.evaluate(minilm_encoder, task_cls(), cache=None, show_progress_bar=False)
-    score = result.task_results[0].get_score()
-    assert score is not None and np.isfinite(score)
+@pytest.mark.parametrize("bad,kind", [(None, "NoneType"), (5, "int"), (b"abc", "bytes")])
+def test_non_strings_are_refused_with_their_position(bad, kind):
+    wrapper, backend = _shared()
+    with pytest.raises(InvalidInputError, match=rf"input 2 is {kind} .*not str"):
+        _encode(wrapper, ["a", "b", bad])
+    with pytest.raises(InvalidInputError, match=rf"text 1 is {kind}"):
+        wrapper.embed_texts(["a", bad])
+    assert backend.inputs_seen == 0  # refused before anything was computed
 
 
-def test_demo_tasks_score_like_reference(minilm_encoder):
-    result = mteb.evaluate(minilm_encoder, demo_tasks(), cache=None, show_progress_bar=False)
-    scores = {r.task_name: r.get_score() for r in result.task_results}
-    assert scores["MtebVllmDemoSTS"] > 0.7 and scores["MtebVllmDemoRetrieval"] > 0.8
+def test_a_lone_surrogate_is_named():
+    wrapper, _ = _shared()
+    with pytest.raises(InvalidInputError, match=r"input 1 is not valid Unicode .*position 3"):
+        _encode(wrapper, ["fine", "abc\ud800"])
 
 
-def test_static_prompt_dict_reaches_the_model(minilm_encoder):
-    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, prompt_dict={"query": "query: ", "document": "passage: "},
-                                 backend=minilm_encoder.backend)
-    from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
-    from mteb.types import PromptType
-
-    assert wrapped.resolve_prompt(MockRetrievalTask().metadata, PromptType.query).prefix == "query: "
-    loader = [{"text": ["hello"]}]
-    q = wrapped.encode(loader, task_metadata=MockRetrievalTask().metadata, hf_split="test", hf_subset="default",
-                       prompt_type=PromptType.query)
-    np.testing.assert_allclose(q[0], minilm_encoder.embed_texts(["query: hello"])[0], atol=1e-6)
+def test_static_prompts_reach_the_model_per_side():
+    wrapper, _ = _shared(prompt_dict={"query": "query: ", "document": "passage: "})
+    plain, _ = _shared()
+    q = _encode(wrapper, ["hello"], RETRIEVAL, PromptType.query)
+    d = _encode(wrapper, ["hello"], RETRIEVAL, PromptType.document)
+    np.testing.assert_array_equal(q[0], plain.embed_texts(["query: hello"])[0])
+    np.testing.assert_array_equal(d[0], plain.embed_texts(["passage: hello"])[0])
 
 
-def test_unknown_path_fails_fast():
+def test_instructions_go_through_the_template_and_can_skip_documents():
+    wrapper, _ = _shared(prompt_dict={"Retrieval": "find it"}, use_instructions=True,
+                         instruction_template="Instruct: {instruction}\nQuery: ", apply_instruction_to_documents=False)
+    assert wrapper.resolve_prompt(RETRIEVAL, PromptType.query).prefix == "Instruct: find it\nQuery: "
+    assert wrapper.resolve_prompt(RETRIEVAL, PromptType.document).prefix == ""
+    with pytest.raises(EngineArgumentError, match="needs an instruction_template"):
+        VllmEncoderWrapper("fake/encoder", backend=FakeBackend(), use_instructions=True)
+
+
+def test_registry_prompts_are_replayed_with_no_arguments():
+    wrapper = VllmEncoderWrapper("intfloat/e5-small", backend="fake")
+    assert wrapper.resolve_prompt(RETRIEVAL, PromptType.query).prefix == "query: "
+    assert wrapper.resolve_prompt(RETRIEVAL, PromptType.document).prefix == "passage: "
+    meta = wrapper.mteb_model_meta
+    assert meta.name == "intfloat/e5-small" and meta.revision == mteb.get_model_meta("intfloat/e5-small").revision
+
+
+class _SubsetAndExperimentModel:
+    """A reference loader whose prompt depends on hf_subset and on an experiment argument."""
+
+    def __init__(self, name, revision=None, style="plain", **kwargs):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(name)
+        self.style = style
+
+    def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+        texts = [t for batch in inputs for t in batch["text"]]
+        return self.model.encode(texts, prompt=f"[{self.style}:{hf_subset}] ")
+
+
+def _meta_with_loader(**overrides):
+    from mteb.models import ModelMeta
+
+    return ModelMeta.create_empty(overwrites={"name": "test/subset-model", "revision": "abc123",
+                                              "loader": _SubsetAndExperimentModel, **overrides})
+
+
+def test_prompts_follow_hf_subset_and_experiment_kwargs():
+    meta = _meta_with_loader(loader_kwargs={"style": "loader"}, experiment_kwargs={"style": "experiment"})
+    wrapper = VllmEncoderWrapper(meta, backend=FakeBackend())
+    assert wrapper.resolve_prompt(STS, None, "en").prefix == "[experiment:en] "
+    assert wrapper.resolve_prompt(STS, None, "de").prefix == "[experiment:de] "
+    np.testing.assert_array_equal(_encode(wrapper, ["x"], subset="de")[0],
+                                  wrapper.embed_texts(["[experiment:de] x"])[0])
+
+
+class _BrokenLoader:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("needs a GPU-only package")
+
+
+def test_a_prompt_replay_that_fails_is_an_error_unless_opted_out(caplog):
+    meta = _meta_with_loader(loader=_BrokenLoader)
+    backend = FakeBackend()
+    with pytest.raises(PromptReplayError, match=r"test/subset-model .*RuntimeError: needs a GPU-only package.*"
+                                                r"ignore_prompt_errors=True"):
+        VllmEncoderWrapper(meta, backend=backend)
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        wrapper = VllmEncoderWrapper(meta, backend=backend, ignore_prompt_errors=True)
+    assert wrapper.resolve_prompt(STS, None).prefix == ""
+    assert "evaluating without prompts" in caplog.text
+
+
+def test_unknown_model_uses_its_own_sentence_transformers_prompts(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
+    (tmp_path / "config_sentence_transformers.json").write_text('{"prompts": {"query": "Q: ", "document": "D: "}}')
+    wrapper = VllmEncoderWrapper(str(tmp_path), backend=FakeBackend())
+    assert wrapper.resolve_prompt(RETRIEVAL, PromptType.query).prefix == "Q: "
+    assert wrapper.mteb_model_meta.name == tmp_path.name
+    assert wrapper.mteb_model_meta.revision.startswith("local-")  # the folder's content hash
+
+
+def test_local_weights_under_a_registry_name_keep_their_own_revision(tmp_path, caplog):
+    (tmp_path / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        wrapper = VllmEncoderWrapper(str(tmp_path), model_name="intfloat/e5-small", backend=FakeBackend())
+    meta = wrapper.mteb_model_meta
+    assert meta.name == "intfloat/e5-small"
+    assert meta.revision.startswith("local-") and meta.revision != mteb.get_model_meta("intfloat/e5-small").revision
+    assert "under mteb's registry name intfloat/e5-small" in caplog.text
+    assert wrapper.resolve_prompt(RETRIEVAL, PromptType.query).prefix == "query: "  # the registry's prompts
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    other = VllmEncoderWrapper(str(tmp_path), model_name="intfloat/e5-small", backend=FakeBackend())
+    assert other.mteb_model_meta.revision != meta.revision
+    with pytest.raises(EngineArgumentError, match="identified by the content hash"):
+        VllmEncoderWrapper(str(tmp_path), revision="v1", backend=FakeBackend())
+
+
+def test_the_precision_is_recorded_in_the_results_namespace():
+    wrapper = VllmEncoderWrapper("fake/encoder", backend="fake", dtype="bfloat16", ignore_prompt_errors=True)
+    assert wrapper.dtype == "bfloat16"
+    assert wrapper.mteb_model_meta.experiment_kwargs == {"dtype": "bfloat16"}
+    assert wrapper.mteb_model_meta.experiment_name == "dtype_bfloat16"
+
+
+@pytest.fixture
+def overflowing_backend():
+    """A factory whose engines overflow in bfloat16 (what dtype='auto' picks on this kind of CPU)."""
+    made = []
+
+    def factory(config, **options):
+        made.append(FakeBackend(config, auto_dtype="bfloat16", nonfinite_dtypes=("bfloat16",)))
+        return made[-1]
+
+    register_backend("fake-overflow", factory)
+    yield made
+    from mteb_vllm.backends import BACKENDS
+
+    BACKENDS.pop("fake-overflow")
+
+
+def test_nan_in_auto_half_precision_is_rerun_once_in_float32(overflowing_backend, caplog):
+    wrapper = VllmEncoderWrapper("fake/encoder", backend="fake-overflow")
+    assert wrapper.dtype == "bfloat16"
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        out = wrapper.embed_texts(["a", "b"])
+    assert np.isfinite(out).all()
+    assert wrapper.dtype == "float32" and wrapper.precision_fallbacks == ["bfloat16->float32"]
+    assert wrapper.mteb_model_meta.experiment_kwargs["dtype"] == "float32"
+    assert "restarting the engine in float32" in caplog.text
+    first, second = overflowing_backend
+    assert first.closed and not second.closed and second.dtype == "float32"
+
+
+def test_nan_with_an_explicit_dtype_is_an_error(overflowing_backend):
+    wrapper = VllmEncoderWrapper("fake/encoder", backend="fake-overflow", dtype="bfloat16")
+    with pytest.raises(NonFiniteOutputError, match=r"1 embeddings contain NaN or Inf with dtype bfloat16.*"
+                                                   r"dtype='float32'"):
+        wrapper.embed_texts(["a", "b"])
+    assert len(overflowing_backend) == 1  # no second engine behind the user's back
+
+
+def test_unsafe_names_never_become_paths():
+    wrapper, _ = _shared()
+    evil = STS.model_copy(update={"name": "../../escape"})
+    with pytest.raises(UnsafeNameError, match="task name"):
+        _encode(wrapper, ["a"], evil)
+    with pytest.raises(EngineArgumentError, match="revision must be"):
+        VllmEncoderWrapper("fake/encoder", revision="../../x", backend=FakeBackend())
+    with pytest.raises(UnsafeNameError, match="model name"):
+        VllmEncoderWrapper("fake/encoder", model_name="..", backend=FakeBackend())
+
+
+def test_models_with_their_own_code_need_consent(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["X"], "auto_map": {"AutoModel": "m.X"}}')
+    with pytest.raises(RemoteCodeError, match="trust_remote_code=True .*--trust-remote-code"):
+        VllmEncoderWrapper(str(tmp_path), backend=FakeBackend())
+    wrapper = VllmEncoderWrapper(str(tmp_path), backend=FakeBackend(), trust_remote_code=True,
+                                 ignore_prompt_errors=True)
+    assert wrapper.config.trust_remote_code is True
+
+
+def test_missing_paths_and_bad_arguments_fail_before_any_backend():
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         VllmEncoderWrapper("/no/such/model/dir")
-
-
-def test_invalid_argument_fails_before_engine():
     with pytest.raises(EngineArgumentError, match="max_num_seqs"):
-        VllmEncoderWrapper("/no/such/model/dir", max_num_seqs=0)
+        VllmEncoderWrapper("fake/encoder", backend="fake", max_num_seqs=0)
+    with pytest.raises(EngineArgumentError, match="unknown backend 'nope'"):
+        VllmEncoderWrapper("fake/encoder", backend="nope")
+    with pytest.raises(EngineArgumentError, match="endpoints= needs the remote backend"):
+        create_backend("fake", None, endpoints=["http://127.0.0.1:1"])
 
 
-@pytest.fixture(scope="module")
-def qwen3_encoder(qwen3_embedding_path):
-    # block_size: a user's engine argument beats the CPU default (checked below)
-    wrapper = VllmEncoderWrapper(qwen3_embedding_path, dtype="float32", max_model_len=512, block_size=64)
-    yield wrapper
-    wrapper.close()
+def test_a_wrapper_shared_by_threads_gives_each_its_own_answer():
+    wrapper, backend = _shared()
+    texts = {i: [f"thread {i} text {j}" for j in range(50)] for i in range(4)}
+    results: dict[int, np.ndarray] = {}
+
+    def work(i):
+        results[i] = wrapper.embed_texts(texts[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for i, out in results.items():
+        np.testing.assert_array_equal(out, wrapper.embed_texts(texts[i]))
+    assert len(results) == 4
 
 
-def test_qwen3_decoder_last_token_pooling_equals_transformers(qwen3_encoder, qwen3_embedding_path):
-    """A decoder embedding model: vLLM pools the last token; a plain forward pass of the same weights agrees."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    texts = _texts(40) + ["short", ""]
-    ours = qwen3_encoder.embed_texts(texts)
-    tokenizer = AutoTokenizer.from_pretrained(qwen3_embedding_path)
-    model = AutoModel.from_pretrained(qwen3_embedding_path, torch_dtype=torch.float32).eval()
-    ref = []
-    with torch.no_grad():
-        for text in texts:  # one at a time: no padding, so the last position is the last token
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
-            ref.append(torch.nn.functional.normalize(model(**ids).last_hidden_state[0, -1], dim=-1).numpy())
-    ref = np.stack(ref)
-    assert ours.shape == ref.shape == (len(texts), 128)
-    np.testing.assert_allclose(ours, ref, atol=1e-4)
-    assert ((ours * ref).sum(1)).min() >= 0.99999
-
-
-def test_user_engine_argument_beats_cpu_default(qwen3_encoder):
-    from mteb_vllm.hardware import CPU_BLOCK_SIZE
-
-    assert CPU_BLOCK_SIZE != 64
-    assert qwen3_encoder.backend.llm.llm_engine.vllm_config.cache_config.block_size == 64
-
-
-def test_nan_output_raises_with_model_and_dtype(minilm_encoder):
-    """The real engine's output with one row poisoned, as an fp16 overflow would leave it."""
-    from backend_proxy import Overflowing
-
-    from mteb_vllm.errors import NonFiniteOutputError
-
-    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, backend=Overflowing(minilm_encoder.backend, "float16", row=1))
-    with pytest.raises(NonFiniteOutputError, match=r"1 embeddings contain NaN or Inf with dtype float16.*dtype='float32'"):
-        wrapped.embed_texts(["fine", "overflows"])
-
-
-def test_missing_vllm_names_the_pip_command(monkeypatch):
-    import sys
-
-    from mteb_vllm.backends import local
-
-    monkeypatch.setitem(sys.modules, "vllm", None)  # what an environment without vLLM looks like to import
-    with pytest.raises(ImportError, match=r"pip install torch==2.13.0 && pip install \"mteb-vllm\[cpu\]\""):
-        local._import_vllm()
-
-
-def test_non_text_task_is_refused(minilm_encoder):
-    from mteb.mocks.mock_tasks.sts import MockSTSTask
-
-    from mteb_vllm.errors import UnsupportedTaskError
-
-    with pytest.raises(UnsupportedTaskError, match="text only"):
-        minilm_encoder.encode([{"image": [object()]}], task_metadata=MockSTSTask().metadata, hf_split="test",
-                              hf_subset="default")
+def test_mteb_evaluate_runs_on_the_fake_backend():
+    wrapper, _ = _shared()
+    result = mteb.evaluate(wrapper, [MockSTSTask(), MockRetrievalTask()], cache=None, show_progress_bar=False)
+    assert all(np.isfinite(r.get_score()) for r in result.task_results)

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.engine
 
 
 def _result_files(folder):
-    return {p.parent.parent.name: p for p in folder.rglob("MtebVllmDemoRetrieval.json")}
+    """Result files by model: {folder}/results/{model}/{revision}[/experiments/{experiment}]/{task}.json"""
+    return {p.relative_to(folder / "results").parts[0]: p for p in folder.rglob("MtebVllmDemoRetrieval.json")
+            if "predictions" not in p.parts}
 
 
 def test_bm25s_then_cross_encoder_saves_both_stages(bert_reranker, tmp_path):

@@ -4,7 +4,8 @@ from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
 from mteb.mocks.mock_tasks.sts import MockSTSTask
 from mteb.types import PromptType
 
-from mteb_vllm.prompts import Prompt, reference_prompts, registry_meta
+from mteb_vllm.prompts import Prompt, reference_prompts
+from mteb_vllm.resolve import registry_meta
 
 
 def test_e5_static_prompts_reach_query_and_document():

@@ -1,14 +1,21 @@
-"""``VllmWrapperBase``: one model, one engine, the mteb metadata that names the results."""
+"""``VllmWrapperBase``: one model, one backend, the mteb metadata that names the results."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import EngineConfig
-from .errors import EngineArgumentError, NonFiniteOutputError
+from .config import EngineConfig, check_path_name
+from .errors import NonFiniteOutputError, UnsupportedTaskError
+from .precision import HALF_PRECISION, canonical
+from .process_state import restore_environ
+from .resolve import resolve_model
+from .tokenizing import check_texts
 
 if TYPE_CHECKING:
     from mteb.models import ModelMeta
@@ -19,25 +26,40 @@ logger = logging.getLogger(__name__)
 
 
 class VllmWrapperBase:
-    """Owns one vLLM pooling engine for ``model`` and the ``ModelMeta`` mteb files results under.
+    """Owns one backend for ``model`` and the ``ModelMeta`` mteb files results under.
 
     Args:
         model: Hugging Face id, local directory, or an mteb ``ModelMeta`` (its name and revision are used).
-        revision: Model revision (ignored with a ``ModelMeta``, which carries its own).
-        trust_remote_code: Allow custom modelling code from the model repository.
-        dtype: Weight/activation dtype; "auto" is the checkpoint's dtype (float32 on CPU for fp16 models).
+        revision: Hub revision to load. Default: the revision mteb's registry pins for the model, else the
+            hub's default branch. Not allowed for a local folder, which is identified by its content hash.
+        trust_remote_code: Run modelling code shipped with the checkpoint. Default (None): what mteb's
+            registry loader does for known models, False for others.
+        dtype: Compute precision. "auto" (default): on CPU bfloat16 where the CPU computes it natively
+            (AVX512-BF16/AMX), else float32, never an emulated float16; on GPU, vLLM's choice. If a half
+            precision chosen this way gives NaN/Inf, the call is re-run once in float32 (with a warning).
+            The precision used is recorded in the results (``experiment_kwargs["dtype"]``).
         head_dtype: dtype of the pooling/classifier head ("model" keeps the model dtype).
         max_model_len: Context length; inputs longer than it are truncated (and counted).
-        max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 4096 tokens or the context length if longer, 256 sequences).
-        tensor_parallel_size: GPUs to shard the model over.
+        max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 4096 tokens or the context
+            length if longer, 256 sequences).
+        tensor_parallel_size: GPUs (or CPU core groups) to shard the model over.
         enable_prefix_caching: Reuse KV cache of shared prefixes (helps long instruction prompts).
-        gpu_memory_utilization: Fraction of device memory (on CPU, of RAM; default 0.4 there).
-        hf_overrides: Overrides of the Hugging Face config (e.g. for LLM rerankers).
+        gpu_memory_utilization: Fraction of device memory (on CPU, of RAM).
+        hf_overrides: Overrides of the Hugging Face config.
         pooler_config: vLLM ``PoolerConfig`` (pooling type, normalization).
         enforce_eager: Skip torch.compile / CUDA graphs (default on CPU: True, it halves start time).
         model_name: The name mteb knows the model by, when ``model`` is a local path; used for registry
             prompts and as the results folder name.
-        backend: An already running backend to reuse (engines are expensive); engine args are then ignored.
+        backend: Where the model runs: "local" (default: an in-process vLLM engine), "remote" (``vllm serve``
+            endpoints, see ``endpoints``), "fake" (:class:`mteb_vllm.testing.FakeBackend`), or a running
+            backend object to share (engine arguments are then ignored, and it is not closed by this wrapper).
+        endpoints: URLs of ``vllm serve`` endpoints; implies ``backend="remote"``.
+        cache_dir: Keep every embedding and score in this folder, keyed by the model's fingerprint and the
+            exact engine input (:class:`~mteb_vllm.backends.cached.CachedBackend`), so a rerun or another task
+            with the same texts computes nothing twice, and a killed run loses at most its last unflushed rows.
+        lazy_start: Start the engine at the first encode/predict call instead of now. Everything that can fail
+            before (model files, prompts, arguments) still fails now; a run whose work is all done (resumed
+            tasks, a full cache) then never pays for the engine start.
         **engine_kwargs: Any other ``vllm.EngineArgs`` field, checked before the engine starts.
     """
 
@@ -49,7 +71,7 @@ class VllmWrapperBase:
         model: str | ModelMeta,
         revision: str | None = None,
         *,
-        trust_remote_code: bool = True,
+        trust_remote_code: bool | None = None,
         dtype: str = "auto",
         head_dtype: str | None = None,
         max_model_len: int | None = None,
@@ -62,53 +84,102 @@ class VllmWrapperBase:
         pooler_config: Any = None,
         enforce_eager: bool | None = None,
         model_name: str | None = None,
-        backend: Backend | None = None,
+        backend: str | Backend | None = None,
+        endpoints: list[str] | None = None,
+        lazy_start: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
         **engine_kwargs: Any,
     ):
-        from mteb.models import ModelMeta
+        environ = dict(os.environ)  # imports and engine starts below set variables; the caller gets its own back
+        try:
+            self._init(model, revision, trust_remote_code=trust_remote_code, dtype=dtype, head_dtype=head_dtype,
+                       max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
+                       max_num_seqs=max_num_seqs, tensor_parallel_size=tensor_parallel_size,
+                       enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
+                       hf_overrides=hf_overrides, pooler_config=pooler_config, enforce_eager=enforce_eager,
+                       model_name=model_name, backend=backend, endpoints=endpoints, lazy_start=lazy_start,
+                       cache_dir=cache_dir, engine_kwargs=engine_kwargs)
+        finally:
+            restore_environ(environ)
 
-        from .prompts import registry_meta
-
-        if isinstance(model, ModelMeta):
-            registry = model
-            revision = model.revision
-            model_path = model.name
-        elif isinstance(model, str):
-            model_path = model
-            registry = registry_meta(model_name or model)
-        else:
-            raise EngineArgumentError(f"model must be a model name, a path or an mteb ModelMeta, got {type(model).__name__}")
-        if model_name is not None and registry is None:
-            logger.info("%s is not in mteb's registry; results are saved under that name", model_name)
-        self.model_path = model_path
-        self.registry_meta = registry
-        self.config = EngineConfig(
-            model=model_path, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
-            head_dtype=head_dtype, max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
-            max_num_seqs=max_num_seqs, tensor_parallel_size=tensor_parallel_size,
-            enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-            hf_overrides=hf_overrides, pooler_config=pooler_config, enforce_eager=enforce_eager,
-            convert=self.convert, engine_kwargs=dict(engine_kwargs),
+    def _init(self, model: Any, revision: str | None, *, trust_remote_code: bool | None, dtype: str,
+              head_dtype: str | None, max_model_len: int | None, max_num_batched_tokens: int | None,
+              max_num_seqs: int | None, tensor_parallel_size: int, enable_prefix_caching: bool | None,
+              gpu_memory_utilization: float | None, hf_overrides: dict[str, Any] | None, pooler_config: Any,
+              enforce_eager: bool | None, model_name: str | None, backend: Any, endpoints: list[str] | None,
+              lazy_start: bool, cache_dir: Any, engine_kwargs: dict[str, Any]) -> None:
+        self.resolved = resolve_model(model, revision, model_name=model_name, trust_remote_code=trust_remote_code)
+        check_path_name(self.resolved.name, "model name")
+        self.model_path = self.resolved.path
+        self.registry_meta = self.resolved.registry
+        config = EngineConfig(  # validated here: a wrong argument fails before anything slow happens
+            model=self.resolved.path, revision=self.resolved.revision,
+            trust_remote_code=self.resolved.trust_remote_code, dtype=dtype, head_dtype=head_dtype,
+            max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+            tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
+            gpu_memory_utilization=gpu_memory_utilization, hf_overrides=hf_overrides, pooler_config=pooler_config,
+            enforce_eager=enforce_eager, convert=self.convert, engine_kwargs=dict(engine_kwargs),
         )
-        self.mteb_model_meta = self._make_meta(registry, model_name or model_path, revision)
-        if backend is None:
-            from .backends.local import LocalVllmBackend
+        self._prepare()  # the subclass's own checks and registry lookups, before any engine starts
+        self.config = dataclasses.replace(config, score_template=self._score_template())
+        self._backend_spec = backend
+        self._backend_options: dict[str, Any] = {"endpoints": list(endpoints) if endpoints else None,
+                                                 "lazy": lazy_start}
+        self.cache_dir = cache_dir
+        self.precision_fallbacks: list[str] = []
+        self.backend, self._owns_backend = self._build_backend(self.config)
+        self.mteb_model_meta = self._make_meta()
 
-            backend = LocalVllmBackend(self.config)
-            self._owns_backend = True
-        else:
-            self._owns_backend = False
-        self.backend: Backend = backend
+    # --- hooks for the subclasses ------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Runs after the model is resolved and before the backend starts: fail here, not after a start."""
 
-    @staticmethod
-    def _make_meta(registry: ModelMeta | None, name: str, revision: str | None) -> ModelMeta:
+    def _score_template(self) -> Any:
+        """An LLM reranker's score template for the backend (None for everything else)."""
+        return None
+
+    # --- backend and metadata ------------------------------------------------------------------------------
+    def _build_backend(self, config: EngineConfig) -> tuple[Backend, bool]:
+        """The backend, wrapped in the embedding/score cache when ``cache_dir`` is set. The wrapper owns the
+        cache layer; the cache closes the inner backend only when the wrapper created it."""
+        from .backends import create_backend
+
+        backend, owned = create_backend(self._backend_spec, config, **self._backend_options)
+        if self.cache_dir is None:
+            return backend, owned
+        from .backends.cached import CachedBackend
+
+        return CachedBackend(backend, self.cache_dir, config=config, close_inner=owned), True
+
+    def _make_meta(self) -> ModelMeta:
+        """The registry's entry (or an empty one), naming what actually ran: the loaded revision and the
+        precision (in ``experiment_kwargs``, the way mteb keeps runs of one model with different settings
+        apart), so results at different precisions are never filed together."""
         from mteb.models import ModelMeta
 
-        if registry is not None:
-            return registry.model_copy(deep=True)
-        return ModelMeta.create_empty(overwrites=dict(name=name, revision=revision or "no_revision_available"))
+        info = getattr(self.backend, "info", None)
+        revision = (self.resolved.content_revision or getattr(info, "revision", None) or self.resolved.revision
+                    or "no_revision_available")
+        dtype = canonical(str(getattr(self.backend, "dtype", self.config.dtype)))
+        registry = self.resolved.registry
+        base = registry if registry is not None else ModelMeta.create_empty()
+        experiment = {**dict(base.experiment_kwargs or {}), "dtype": dtype}
+        return base.model_copy(deep=True, update={"name": self.resolved.name, "revision": revision,
+                                                  "experiment_kwargs": experiment})
+
+    @property
+    def dtype(self) -> str:
+        """The precision the backend computes in (resolved, never "auto")."""
+        return canonical(str(getattr(self.backend, "dtype", self.config.dtype)))
 
     # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the backend's engine now if it was created with ``lazy_start=True`` (idempotent)."""
+        start = getattr(self.backend, "start", None)
+        if callable(start):
+            start()
+        self.mteb_model_meta = self._make_meta()
+
     def close(self) -> None:
         """Stop the engine this wrapper started (a shared backend stays up). Safe to call twice."""
         backend = getattr(self, "backend", None)
@@ -124,26 +195,62 @@ class VllmWrapperBase:
         self.close()
 
     # --- shared checks ---------------------------------------------------------------------------------
-    def _check_finite(self, values: np.ndarray, what: str) -> None:
-        if values.size and not np.isfinite(values).all():
-            bad = int((~np.isfinite(values)).reshape(values.shape[0], -1).any(axis=1).sum())
-            dtype = getattr(self.backend, "dtype", self.config.dtype)
-            suggestion = "float32" if dtype in ("float16", "half", "bfloat16") else "bfloat16 or float32"
+    def _pool_checked(self, compute: Callable[[], np.ndarray], what: str) -> np.ndarray:
+        """``compute()`` (a backend call), with the NaN/Inf policy applied.
+
+        Half precision chosen by ``dtype="auto"`` that overflows is re-run once in float32 on a new engine of
+        this wrapper (a warning says so, and the results are then filed under float32). Otherwise, and if
+        float32 also fails, :class:`NonFiniteOutputError` names the model, the dtype and what to try.
+        """
+        values = compute()
+        bad = self._non_finite_rows(values)
+        if bad and self._can_fall_back():
+            previous = self.dtype
+            logger.warning("%s: %d %s contain NaN or Inf in %s (chosen by dtype='auto'); restarting the engine in "
+                           "float32 and computing them again. Results from here on are filed under float32.",
+                           self.mteb_model_meta.name, bad, what, previous)
+            self.backend.close()
+            self.config = dataclasses.replace(self.config, dtype="float32")
+            self.backend, self._owns_backend = self._build_backend(self.config)
+            self.precision_fallbacks.append(f"{previous}->float32")
+            self.mteb_model_meta = self._make_meta()
+            values = compute()
+            bad = self._non_finite_rows(values)
+        if bad:
+            dtype = self.dtype
+            suggestion = "float32" if dtype in HALF_PRECISION else "bfloat16 or float32"
             raise NonFiniteOutputError(
                 f"{self.mteb_model_meta.name}: {bad} {what} contain NaN or Inf with dtype {dtype}. "
-                f"This is usually an overflow of the dtype; rerun with dtype='{suggestion}'."
+                + ("The model overflows even in float32: check the checkpoint's weights."
+                   if dtype == "float32" and self.precision_fallbacks else
+                   f"This is usually an overflow of the dtype; rerun with dtype='{suggestion}'.")
             )
+        return values
+
+    def _can_fall_back(self) -> bool:
+        return (self._owns_backend and canonical(self.config.dtype) == "auto"
+                and self.dtype in HALF_PRECISION and not self.precision_fallbacks)
 
     @staticmethod
-    def _texts(inputs: Any) -> list[str]:
-        from .errors import UnsupportedTaskError
+    def _non_finite_rows(values: np.ndarray) -> int:
+        if not values.size or np.isfinite(values).all():
+            return 0
+        return int((~np.isfinite(values)).reshape(values.shape[0], -1).any(axis=1).sum())
 
-        texts: list[str] = []
+    @staticmethod
+    def _check_task_name(task_metadata: Any) -> None:
+        # mteb writes results to {folder}/{model}/{revision}/{task name}.json: a task name is a file name
+        check_path_name(getattr(task_metadata, "name", ""), "task name", slash=False)
+
+    @staticmethod
+    def _texts(inputs: Any, what: str = "input") -> list[str]:
+        texts: list[Any] = []
         for batch in inputs:
-            if "text" not in batch:
+            if not isinstance(batch, dict) or "text" not in batch:
+                keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
                 raise UnsupportedTaskError(
-                    f"this wrapper evaluates text only; the task gives {sorted(batch)} "
+                    f"this wrapper evaluates text only; the task gives {keys} "
                     "(image/audio/video tasks need a multimodal model wrapper)"
                 )
             texts.extend(batch["text"])
-        return texts
+        return check_texts(texts, what)

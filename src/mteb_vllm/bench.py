@@ -10,6 +10,7 @@ encode call of ``batch_size`` texts, throughput is tokens (or requests) over the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("vllm", "st", "mteb-builtin")
 WORDS = ("time people year way day thing man world life hand part child eye woman place work week case point "
@@ -141,25 +144,10 @@ class BenchPoint:
     peak_fraction: float | None
 
 
-#: For each reduced-precision dtype: the torch probes of native CPU support, and what to say without it.
-_NATIVE_CPU_DTYPES = {
-    "bfloat16": (("_is_avx512_bf16_supported", "_is_amx_tile_supported"),
-                 "this CPU has no native bfloat16 matmul (no AVX512-BF16 or AMX); it would be emulated"),
-    "float16": (("_is_amx_fp16_supported", "_is_avx512_fp16_supported"),
-                "this CPU has no native float16 matmul (no AVX512-FP16 or AMX-FP16); vLLM's CPU build runs it emulated"),
-}
-
-
-def _dtype_skip_reason(dtype: str) -> str | None:
+def _on_gpu() -> bool:
     import torch
 
-    if torch.cuda.is_available() or dtype == "float32":
-        return None
-    if dtype not in _NATIVE_CPU_DTYPES:
-        return f"unknown dtype {dtype!r}"
-    probes, reason = _NATIVE_CPU_DTYPES[dtype]
-    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return None if native else reason
+    return torch.cuda.is_available()
 
 
 def _token_lengths(model: str, workload: str, n: int, max_len: int) -> list[int]:
@@ -173,19 +161,20 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run every (backend, dtype) child, then write JSON, markdown and PNG into ``config.output_folder``."""
     from tqdm.auto import tqdm
 
-    from .flops import matmul_peak_gflops, model_shape
-    from .hardware import model_context_length
+    from .flops import matmul_peak_gflops
+    from .model_config import model_context_length, model_shape
+    from .precision import cpu_emulation_reason
 
     out_dir = Path(config.output_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     workloads = config.workloads()
-    skipped, points = [], []
+    skipped, failed, points = [], [], []
     dtypes = []
     for dtype in config.dtypes:
-        reason = _dtype_skip_reason(dtype)
+        reason = None if _on_gpu() else cpu_emulation_reason(dtype)
         if reason:
             skipped.extend({"backend": b, "dtype": dtype, "reason": reason} for b in config.backends)
-            print(f"skipping {dtype}: {reason}", file=sys.stderr)
+            logger.warning("skipping %s: %s", dtype, reason)
         else:
             dtypes.append(dtype)
     peaks = {dtype: matmul_peak_gflops(dtype) for dtype in dtypes}
@@ -197,9 +186,9 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         spec = dict(backend=backend, dtype=dtype, model=config.model, model_name=config.model_name,
                     workloads=workloads, batch_sizes=config.batch_sizes, n=config.n)
         result, error = _spawn(spec)
-        if result is None:
-            skipped.append({"backend": backend, "dtype": dtype, "reason": error})
-            print(f"skipping {backend} {dtype}: {error}", file=sys.stderr)
+        if result is None:  # a crash is a failure of the run, never a skip
+            failed.append({"backend": backend, "dtype": dtype, "error": error})
+            logger.error("%s %s failed: %s", backend, dtype, error)
             continue
         for p in result["points"]:
             lat = np.asarray(p["latencies_s"])
@@ -218,7 +207,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "command": "mteb-vllm " + " ".join(sys.argv[1:]) if sys.argv and "mteb-vllm" in sys.argv[0] else None,
         "machine": machine_info(), "versions": versions(), "config": asdict(config),
         "matmul_peak_gflops": peaks, "model_params_per_token": shape.params_per_token if shape else None,
-        "points": [asdict(p) for p in points], "skipped": skipped,
+        "points": [asdict(p) for p in points], "skipped": skipped, "failed": failed,
     }
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
     (out_dir / "bench.md").write_text(markdown_report(report))
@@ -301,6 +290,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append("Model load / engine start: " + ", ".join(f"{b} {d}: {s:.1f} s" for (b, d), s in starts.items()) + ".")
     for s in report["skipped"]:
         lines.append(f"Skipped {s['backend']} {s['dtype']}: {s['reason']}")
+    for f in report.get("failed", []):
+        lines.append(f"**FAILED** {f['backend']} {f['dtype']}: {f['error']}")
     m = report["machine"]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB; versions: "
                  + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".")

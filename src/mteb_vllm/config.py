@@ -2,13 +2,15 @@
 
 Why a dataclass rather than ``**kwargs`` straight into ``vllm.LLM``: a wrong value must fail in
 milliseconds with the argument's name, not after a 40 s engine start with a stack trace from inside
-vLLM. ``None`` always means "let mteb-vllm / vLLM choose"; :func:`mteb_vllm.hardware.resolve_defaults`
-fills CPU-specific choices (memory fraction, threads) only where the user left ``None``.
+vLLM. ``None`` always means "let mteb-vllm / vLLM choose"; the backend fills its own choices (on CPU:
+precision, memory, step budget; see :mod:`mteb_vllm.hardware` and :mod:`mteb_vllm.precision`) only where
+the user left ``None`` or "auto".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +18,32 @@ from .errors import EngineArgumentError
 
 Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
 DTYPES: tuple[str, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def check_revision(revision: str) -> str:
+    """A revision is a commit, branch or tag name: it becomes a folder of the results, so nothing that could
+    lead out of the output folder (``..``, absolute paths, backslashes) is accepted."""
+    if not isinstance(revision, str) or not _REVISION.match(revision) or ".." in revision:
+        raise EngineArgumentError(
+            f"revision must be a commit hash, branch or tag (letters, digits, '.', '_', '-'), got {revision!r}")
+    return revision
+
+
+def check_path_name(name: str, what: str, *, slash: bool = True) -> str:
+    """A model or task name becomes a folder or file name of the results (mteb replaces "/" in model names
+    with "__", task names are used as they are); names that would point elsewhere (".", "..", backslashes,
+    NUL, a "/" in a file name) are refused. ``slash``: whether "/" is allowed (model names)."""
+    from .errors import UnsafeNameError
+
+    flat = name.replace("/", "__") if isinstance(name, str) else name
+    if (not isinstance(name, str) or not name.strip() or flat in (".", "..") or "\\" in name or "\0" in name
+            or (not slash and "/" in name) or name.startswith(("/", "~")) or "../" in name or "/.." in name):
+        raise UnsafeNameError(f"{what} {name!r} cannot be used as a results folder name; "
+                              "use letters, digits and '-', '_', '.', '/'")
+    return name
 
 
 def _check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> None:
@@ -35,7 +63,7 @@ class EngineConfig:
 
     model: str
     revision: str | None = None
-    trust_remote_code: bool = True
+    trust_remote_code: bool | None = None
     dtype: str = "auto"
     head_dtype: str | None = None
     max_model_len: int | None = None
@@ -48,6 +76,9 @@ class EngineConfig:
     pooler_config: Any = None
     enforce_eager: bool | None = None
     convert: str = "auto"
+    #: An LLM reranker's :class:`~mteb_vllm.templates.ScoreTemplate`: the backend turns it into the engine's
+    #: score head (``hf_overrides``) and context cap, so no wrapper has to know how an engine does that.
+    score_template: Any = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,10 +100,9 @@ class EngineConfig:
                 f"gpu_memory_utilization must be a fraction in (0, 1], got {gmu!r} "
                 "(on CPU it is the fraction of the NUMA node's RAM given to vLLM)"
             )
-        for name in ("trust_remote_code",):
-            if not isinstance(getattr(self, name), bool):
-                raise EngineArgumentError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("enable_prefix_caching", "enforce_eager"):
+        if self.revision is not None:
+            check_revision(self.revision)
+        for name in ("trust_remote_code", "enable_prefix_caching", "enforce_eager"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise EngineArgumentError(f"{name} must be True, False or None, got {value!r}")
@@ -99,7 +129,9 @@ class EngineConfig:
 
     def to_engine_args(self) -> dict[str, Any]:
         """The keyword arguments for ``vllm.LLM``, ``None`` values left for vLLM to choose."""
-        hf_overrides = dict(self.hf_overrides or {})
+        # The template's score head first, so an explicit hf_overrides entry still wins.
+        hf_overrides = {**(self.score_template.hf_overrides() if self.score_template is not None else {}),
+                        **(self.hf_overrides or {})}
         if self.head_dtype is not None:
             hf_overrides["head_dtype"] = self.head_dtype
         args: dict[str, Any] = {

@@ -17,7 +17,7 @@ import numpy as np
 from .base import VllmWrapperBase
 from .errors import EngineArgumentError, MtebVllmError
 from .templates import ScoreTemplate, registry_template
-from .tokenize import tokenize_pairs, tokenize_templated
+from .tokenizing import check_texts, tokenize_pairs, tokenize_templated
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -61,36 +61,46 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         use_task_instructions: bool = False,
         **engine_args: Any,
     ):
-        from .prompts import registry_meta
-
         if template is not None and not isinstance(template, ScoreTemplate):
             raise EngineArgumentError(f"template must be a mteb_vllm.ScoreTemplate, got {type(template).__name__}")
-        meta = model if not isinstance(model, str) else registry_meta(engine_args.get("model_name") or model)
-        loader_kwargs = dict(getattr(meta, "loader_kwargs", None) or {})
-        self.template = template if template is not None else registry_template(meta)
-        self.query_prefix = query_prefix if query_prefix is not None else loader_kwargs.get("query_prefix", "")
-        self.document_prefix = (document_prefix if document_prefix is not None
-                                else loader_kwargs.get("passage_prefix", loader_kwargs.get("document_prefix", "")))
+        self._template_arg = template
+        self._query_prefix_arg = query_prefix
+        self._document_prefix_arg = document_prefix
         self.instruction = instruction
         self.use_task_instructions = use_task_instructions
-        if instruction is not None and self.template is None:
+        self.pairs_scored = 0
+        self.truncated = 0
+        self.seconds = 0.0
+        super().__init__(model, revision, **engine_args)
+
+    def _prepare(self) -> None:
+        """Template and prefixes from mteb's registry (explicit arguments win), and the checks that need
+        them, before any engine starts."""
+        from .errors import MissingScoreHeadError
+        from .model_config import has_classifier_head
+
+        meta = self.registry_meta
+        loader_kwargs = dict(getattr(meta, "loader_kwargs", None) or {})
+        self.template = self._template_arg if self._template_arg is not None else registry_template(meta)
+        self.query_prefix = (self._query_prefix_arg if self._query_prefix_arg is not None
+                             else loader_kwargs.get("query_prefix", ""))
+        self.document_prefix = (self._document_prefix_arg if self._document_prefix_arg is not None
+                                else loader_kwargs.get("passage_prefix", loader_kwargs.get("document_prefix", "")))
+        if self.instruction is not None and self.template is None:
             raise EngineArgumentError(
                 "instruction= needs an LLM reranker template (template=ScoreTemplate(...)); plain cross-encoders "
                 "have no place for an instruction: use query_prefix instead"
             )
-        if self.template is not None:
-            # The template's score head first, so an explicit hf_overrides entry still wins.
-            engine_args["hf_overrides"] = {**self.template.hf_overrides(), **(engine_args.get("hf_overrides") or {})}
-            if engine_args.get("max_model_len") is None and self.template.max_length:
-                # The reference never reads past template.max_length tokens; a shorter context also keeps
-                # vLLM's KV cache (sized for one max-length sequence) small.
-                engine_args["max_model_len"] = _context_limit(
-                    getattr(model, "name", model), self.template.max_length,
-                    engine_args.get("trust_remote_code", True))
-        super().__init__(model, revision, **engine_args)
-        self.pairs_scored = 0
-        self.truncated = 0
-        self.seconds = 0.0
+        if self.template is None and has_classifier_head(self.model_path, self.resolved.revision) is False:
+            archs = ", ".join(_architectures(self.model_path, self.resolved.revision))
+            raise MissingScoreHeadError(
+                f"{self.resolved.name} has no classification head ({archs}), so it cannot score (query, document) "
+                "pairs: it looks like an embedding model or a plain language model. Use VllmEncoderWrapper "
+                "(CLI: mteb-vllm run) for embedding models; for an LLM reranker pass template=ScoreTemplate(...) "
+                "(CLI: --template).")
+
+    def _score_template(self) -> ScoreTemplate | None:
+        return self.template
 
     # --- mteb protocol -------------------------------------------------------------------------------
     def predict(
@@ -105,8 +115,9 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         **kwargs: Any,
     ) -> np.ndarray:
         """One relevance score per (inputs1[i], inputs2[i]) pair, float32, in input order."""
-        queries = self._texts(inputs1)
-        documents = self._texts(inputs2)
+        self._check_task_name(task_metadata)
+        queries = self._texts(inputs1, "query")
+        documents = self._texts(inputs2, "document")
         instructions = _instructions(inputs1, len(queries))
         if self.template is not None and self.use_task_instructions:
             task_instruction = _task_instruction(task_metadata)
@@ -123,6 +134,8 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
                 f"{self.mteb_model_meta.name}: got {len(queries)} queries but {len(documents)} documents; "
                 "a cross-encoder scores pairs, so both sides must have the same length"
             )
+        check_texts(list(queries), "query")
+        check_texts(list(documents), "document")
         if instructions is None:
             instructions = [None] * len(queries)
         elif len(instructions) != len(queries):
@@ -141,8 +154,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         else:
             tokens, report = tokenize_pairs(tokenizer, [t[1] for t in unique], [t[2] for t in unique], max_len)
         report.log("pairs (document side cut)", self.mteb_model_meta.name)
-        pooled = self.backend.pool(tokens, "classify", desc=desc)
-        self._check_finite(pooled, "scores")
+        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores")
         scores = self._to_scores(pooled)
         self.pairs_scored += len(unique)
         self.truncated += report.truncated
@@ -161,12 +173,10 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         )
 
 
-def _context_limit(model: str, wanted: int, trust_remote_code: bool) -> int | None:
-    """``wanted`` capped at the model's own context length; None (vLLM derives it) when that cannot be read."""
-    from .hardware import model_context_length
+def _architectures(model: str, revision: str | None) -> list[str]:
+    from .model_config import architectures
 
-    limit = model_context_length(model, trust_remote_code=trust_remote_code)
-    return min(wanted, limit) if limit else None
+    return architectures(model, revision) or ["unknown architecture"]
 
 
 def _instructions(inputs: Any, n: int) -> list[str | None]:

@@ -34,6 +34,26 @@ class EngineStartError(MtebVllmError, RuntimeError):
     """vLLM failed to start; the message keeps vLLM's reason and adds the likely fix."""
 
 
+class MissingScoreHeadError(MtebVllmError, ValueError):
+    """A model used as a reranker has neither a classification head nor a score template."""
+
+
+class RemoteCodeError(MtebVllmError, ValueError):
+    """The checkpoint ships its own modelling code and the user did not allow running it."""
+
+
+class PromptReplayError(MtebVllmError, RuntimeError):
+    """mteb's reference loader could not be replayed, so the reference's prompts are unknown."""
+
+
+class InvalidInputError(MtebVllmError, TypeError):
+    """An input text is not a string (or not valid Unicode); the message names its position and type."""
+
+
+class UnsafeNameError(MtebVllmError, ValueError):
+    """A model, revision or task name would build a results path outside the output folder."""
+
+
 def missing_vllm_error(cause: BaseException | None = None) -> ImportError:
     """The ImportError raised whenever vLLM (or its torch) cannot be imported."""
     detail = f" ({cause})" if cause else ""

@@ -8,10 +8,11 @@ Everything here only fills what the user left unset: an explicit environment var
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from typing import Any
+
+from .errors import EngineArgumentError
+from .model_config import model_context_length, model_shape
 
 logger = logging.getLogger(__name__)
 
@@ -54,27 +55,37 @@ def _as_ranges(cores: list[int]) -> str:
     return ",".join(parts)
 
 
-def configure_cpu_environment(threads: int | None = None) -> dict[str, str]:
-    """Set the environment vLLM's CPU worker reads at start, unless the user set it already.
+def core_groups(world_size: int, cores: list[int] | None = None) -> list[list[int]]:
+    """Split the cores this process may use into ``world_size`` disjoint groups, one per engine rank.
 
-    Must run before the engine starts: the worker is a spawned process that copies os.environ.
-    Returns what it set, for logging and the benchmark report.
+    Each tensor-parallel rank of vLLM's CPU engine binds its OpenMP threads to one group; handing every rank
+    the same group (one range without ``|``) makes the ranks fight over the same cores and vLLM's start fails
+    ("Failed core proc(s)"). More ranks than cores cannot work at all, so that is refused with a message.
     """
-    cores = available_cores()
-    if threads is not None:
-        cores = cores[:threads]
-    wanted = {
-        "VLLM_CPU_OMP_THREADS_BIND": _as_ranges(cores),
-        "OMP_NUM_THREADS": str(len(cores)),
-    }
-    changed = {}
-    for key, value in wanted.items():
-        if key not in os.environ:
-            os.environ[key] = value
-            changed[key] = value
-    if changed:
-        logger.info("CPU engine environment: %s", changed)
-    return changed
+    cores = available_cores() if cores is None else cores
+    if world_size > len(cores):
+        raise EngineArgumentError(
+            f"tensor_parallel_size={world_size} needs at least one CPU core per rank, but this process may use "
+            f"{len(cores)} core(s). On CPU, tensor_parallel_size=1 with all cores is usually fastest.")
+    size = len(cores) // world_size
+    return [cores[i * size:(i + 1) * size] for i in range(world_size)]
+
+
+def engine_thread_environment(world_size: int = 1) -> dict[str, str]:
+    """The variables vLLM's multiprocess CPU engine reads to bind its worker threads, unless the user set them.
+
+    Only for worker processes: an in-process engine runs on the caller's own torch threads and ignores these
+    variables, so nothing is set for it. A user's ``VLLM_CPU_OMP_THREADS_BIND`` is taken as it is; a user's
+    ``OMP_NUM_THREADS=N`` limits the binding to N cores per rank. The caller applies the result for the
+    engine start only (:class:`mteb_vllm.process_state.StartGuard` restores the environment after it).
+    """
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return {}
+    groups = core_groups(world_size)
+    user_threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if user_threads.isdigit() and int(user_threads) > 0:
+        groups = [g[:int(user_threads)] for g in groups]
+    return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(_as_ranges(g) for g in groups)}
 
 
 #: glibc mallopt parameters (malloc.h) and the values set on CPU. An engine step allocates and frees tens
@@ -130,41 +141,6 @@ def _total_ram() -> int:
         return 16 * 2**30
 
 
-@functools.lru_cache(maxsize=16)
-def hf_text_config(model: str, trust_remote_code: bool = True) -> Any:
-    """The model's Hugging Face (text) config, read once per process, or None when it cannot be read.
-
-    Several CPU defaults (step budget, KV cache size) and the benchmark's FLOP count need it before the
-    engine starts; without the cache each would read and parse config.json again.
-    """
-    try:
-        from transformers import AutoConfig
-
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except Exception:
-        logger.debug("could not read the config of %s", model, exc_info=True)
-        return None
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-
-def model_context_length(model: str, *, trust_remote_code: bool) -> int | None:
-    """The context length vLLM will derive for ``model`` (sentence-transformers' max_seq_length wins, as
-    in vLLM), or None when the config cannot be read."""
-    import json
-
-    st_config = os.path.join(model, "sentence_bert_config.json")
-    if os.path.exists(st_config):
-        try:
-            with open(st_config) as fh:
-                value = json.load(fh).get("max_seq_length")
-        except (OSError, ValueError):
-            value = None
-        if value:
-            return int(value)
-    value = getattr(hf_text_config(model, trust_remote_code), "max_position_embeddings", None)
-    return int(value) if value else None
-
-
 def cpu_batched_tokens(model: str, *, trust_remote_code: bool, max_model_len: int | None) -> int:
     """The CPU step budget for ``model``: :data:`CPU_MAX_NUM_BATCHED_TOKENS`, or its context if longer."""
     context = max_model_len or model_context_length(model, trust_remote_code=trust_remote_code)
@@ -180,8 +156,6 @@ def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: in
     gigabytes free. The size here holds two full engine steps (what a pooling scheduler can have in flight),
     at least one max-length sequence, and at most a quarter of RAM.
     """
-    from .flops import model_shape
-
     shape = model_shape(model, trust_remote_code)
     if shape is None:  # unusual config: fall back to a size that fits small and mid-size models
         return 2**30

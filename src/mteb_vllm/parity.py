@@ -132,8 +132,9 @@ def run_parity(model: str | None = None, *, model_name: str | None = None, tasks
     import mteb
 
     from .defaults import DEFAULT_MODEL_NAME, default_model_path
-    from .demo import DEMO_TASK_CLASSES, get_tasks
-    from .prompts import registry_meta
+    from .demo import DEMO_TASK_CLASSES
+    from .resolve import registry_meta
+    from .tasks import get_tasks
 
     if model is None:
         model, model_name = default_model_path(), model_name or DEFAULT_MODEL_NAME

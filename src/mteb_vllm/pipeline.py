@@ -68,7 +68,8 @@ def resolve_tasks(tasks: Any) -> list[AbsTask]:
     """Task names, task objects or None (the bundled retrieval demo) → fresh mteb task objects."""
     from mteb.abstasks import AbsTask
 
-    from .demo import MtebVllmDemoRetrieval, get_tasks
+    from .demo import MtebVllmDemoRetrieval
+    from .tasks import get_tasks
 
     if tasks is None:
         return [MtebVllmDemoRetrieval()]

@@ -56,15 +56,14 @@ class _Anything:
         pass
 
 
-def read_st_config(model_path: str | None) -> dict[str, Any]:
-    """``config_sentence_transformers.json`` of a local model directory (empty when absent)."""
+def read_st_config(model_path: str | None, revision: str | None = None) -> dict[str, Any]:
+    """``config_sentence_transformers.json`` of a model, as sentence-transformers would read it: from a local
+    folder, or for a hub id from the Hugging Face cache (downloaded when online). Empty when it has none."""
     if not model_path:
         return {}
-    candidate = os.path.join(os.path.expanduser(model_path), "config_sentence_transformers.json")
-    if os.path.isfile(candidate):
-        with open(candidate, encoding="utf-8") as fh:
-            return json.load(fh)
-    return {}
+    from .model_config import read_json_file
+
+    return read_json_file(os.path.expanduser(model_path), "config_sentence_transformers.json", revision) or {}
 
 
 def _make_recording_st(st_config: dict[str, Any], calls: list[list[str]]) -> type:
@@ -138,23 +137,26 @@ class ReferencePromptReplay:
         self._fake = _make_recording_st(st_config, self._calls)
         with _patched_sentence_transformer(self._fake):
             self._reference = loader(name, revision=revision, **loader_kwargs)
-        self._cache: dict[tuple[str, str | None], Prompt] = {}
+        self._cache: dict[tuple[str, str | None, str, str], Prompt] = {}
 
-    def __call__(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> Prompt:
-        key = (task_metadata.name, prompt_type.value if prompt_type else None)
+    def __call__(self, task_metadata: TaskMetadata, prompt_type: PromptType | None, hf_subset: str = "default",
+                 hf_split: str = "test") -> Prompt:
+        """The prompt of one task, side and subset (some loaders choose by subset, e.g. BRIGHT's domains)."""
+        key = (task_metadata.name, prompt_type.value if prompt_type else None, hf_subset, hf_split)
         if key not in self._cache:
-            self._cache[key] = self._replay(task_metadata, prompt_type)
+            self._cache[key] = self._replay(task_metadata, prompt_type, hf_subset, hf_split)
         return self._cache[key]
 
-    def _replay(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> Prompt:
+    def _replay(self, task_metadata: TaskMetadata, prompt_type: PromptType | None, hf_subset: str,
+                hf_split: str) -> Prompt:
         from datasets import Dataset
         from torch.utils.data import DataLoader
 
         loader = DataLoader(Dataset.from_dict({"text": [SENTINEL]}), batch_size=1)
         self._calls.clear()
         with _patched_sentence_transformer(self._fake):
-            self._reference.encode(loader, task_metadata=task_metadata, hf_split="test",
-                                   hf_subset="default", prompt_type=prompt_type, show_progress_bar=False)
+            self._reference.encode(loader, task_metadata=task_metadata, hf_split=hf_split,
+                                   hf_subset=hf_subset, prompt_type=prompt_type, show_progress_bar=False)
         seen = [s for call in self._calls for s in call if SENTINEL in s]
         if len(seen) != 1:
             raise RuntimeError(f"reference encode did not pass the text through exactly once: {self._calls}")
@@ -162,32 +164,34 @@ class ReferencePromptReplay:
         return Prompt(prefix, suffix)
 
 
-def registry_meta(name: str) -> ModelMeta | None:
-    """The mteb registry entry for ``name``, or None for models mteb does not know."""
-    from mteb.models.get_model_meta import get_model_meta
+def reference_prompts(meta: ModelMeta | None, model_path: str | None, revision: str | None = None,
+                      ) -> ReferencePromptReplay:
+    """Prompt resolver equal to ``mteb.get_model(meta.name)``, or to mteb's default SentenceTransformer wrapper
+    for models outside the registry.
 
-    try:
-        return get_model_meta(name, fetch_from_hf=False)
-    except (KeyError, ValueError):
-        return None
-
-
-def reference_prompts(meta: ModelMeta | None, model_path: str | None) -> ReferencePromptReplay | None:
-    """Prompt resolver equal to ``mteb.get_model(meta.name)``, or to mteb's default
-    SentenceTransformer wrapper for models outside the registry. None when it cannot be replayed."""
+    The loader is called exactly as ``ModelMeta.load_model`` calls it: with the registry's ``loader_kwargs``
+    updated by its ``experiment_kwargs``. Raises :class:`~mteb_vllm.errors.PromptReplayError` naming the
+    model and the cause when the loader cannot be replayed: evaluating without the reference's prompts would
+    change the scores without anyone noticing.
+    """
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
-    st_config = read_st_config(model_path)
+    from .errors import PromptReplayError
+
     if meta is not None and meta.loader is not None:
-        loader, kwargs = meta.loader, dict(meta.loader_kwargs or {})
-        name, revision = meta.name, meta.revision
+        loader = meta.loader
+        kwargs = {**dict(meta.loader_kwargs or {}), **dict(meta.experiment_kwargs or {})}
+        name, ref_revision = meta.name, meta.revision
     else:
         loader, kwargs = SentenceTransformerEncoderWrapper, {}
-        name, revision = model_path or "unknown", None
+        name, ref_revision = model_path or "unknown", revision
+    st_config = read_st_config(model_path, revision if model_path != name else ref_revision)
     try:
-        return ReferencePromptReplay(loader, name, revision, kwargs, st_config)
-    except Exception as exc:  # a loader that does not build on SentenceTransformer
-        logger.warning(
-            "Could not replay mteb's reference loader for %s (%s: %s); no registry prompts are applied. "
-            "Pass prompt_dict=... or instruction_template=... to set them.", name, type(exc).__name__, exc)
-        return None
+        return ReferencePromptReplay(loader, name, ref_revision, kwargs, st_config)
+    except Exception as exc:  # a loader that does not build on SentenceTransformer, or one that needs more
+        raise PromptReplayError(
+            f"could not replay mteb's reference loader for {name} ({type(exc).__name__}: {exc}), so the prompts "
+            "the reference applies are unknown. Pass prompt_dict=... or instruction_template=... to set them, "
+            "or ignore_prompt_errors=True (CLI: --ignore-prompt-errors) to evaluate without prompts; scores may "
+            "then differ from the reference."
+        ) from exc

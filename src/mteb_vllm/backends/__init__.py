@@ -2,11 +2,71 @@
 
 The wrappers (encoder, cross-encoder) own the mteb protocol, prompts, deduplication, truncation and
 NaN checks; a backend only runs token ids through a model. See :class:`Backend`.
+
+Backends are made by name through :func:`create_backend` ("local", "remote", "fake"), each one module,
+imported only when asked for: a missing optional dependency removes one backend with an error that says
+what to install, never the package.
 """
 
-from .base import Backend, TokenizedInput
+from __future__ import annotations
 
-__all__ = ["Backend", "TokenizedInput", "LocalVllmBackend"]
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EngineArgumentError
+from .base import Backend, BackendInfo, PoolingTask, TokenizedInput
+
+if TYPE_CHECKING:
+    from ..config import EngineConfig
+
+__all__ = ["Backend", "BackendInfo", "PoolingTask", "TokenizedInput", "BACKENDS", "create_backend",
+           "register_backend", "LocalVllmBackend"]
+
+#: Factory name -> "module:attribute" of a callable ``(config: EngineConfig, **options) -> Backend``. Every
+#: factory takes ``lazy: bool`` (start the engine at the first call); "remote" also takes ``endpoints``.
+BACKENDS: dict[str, str] = {
+    "local": "mteb_vllm.backends.local:LocalVllmBackend",
+    "remote": "mteb_vllm.backends.remote:RemoteBackend",
+    "fake": "mteb_vllm.testing.fake_backend:FakeBackend",
+}
+
+
+def register_backend(name: str, target: str | Callable[..., Backend]) -> None:
+    """Make ``backend=name`` build backends with ``target`` (a callable or "module:attribute")."""
+    BACKENDS[name] = target  # type: ignore[assignment]
+
+
+def _factory(name: str) -> Callable[..., Backend]:
+    target = BACKENDS.get(name)
+    if target is None:
+        raise EngineArgumentError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)} or pass a backend object")
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create_backend(backend: str | Backend | None, config: EngineConfig, **options: Any) -> tuple[Backend, bool]:
+    """The backend a wrapper runs on, and whether the wrapper owns it (and must close it).
+
+    ``backend`` is a running backend object (shared, not owned), a factory name, or None: "remote" when
+    ``endpoints`` are given, else "local".
+    """
+    if backend is not None and not isinstance(backend, str):
+        missing = [a for a in ("pool", "tokenizer", "max_model_len") if not hasattr(backend, a)]
+        if missing:
+            raise EngineArgumentError(
+                f"backend must be a backend name ({sorted(BACKENDS)}) or an object with pool/tokenizer/"
+                f"max_model_len; {type(backend).__name__} lacks {missing}")
+        return backend, False
+    name = backend or ("remote" if options.get("endpoints") else "local")
+    if name != "remote" and options.get("endpoints"):
+        raise EngineArgumentError(f"endpoints= needs the remote backend, not backend={name!r}")
+    if name != "remote":
+        options.pop("endpoints", None)
+    options = {k: v for k, v in options.items() if v is not None}
+    return _factory(name)(config, **options), True
 
 
 def __getattr__(name: str):  # lazy: importing the package must not import vllm/torch

@@ -7,6 +7,8 @@ import dataclasses
 import gc
 import logging
 import os
+import sys
+import threading
 import time
 from typing import Any
 
@@ -15,7 +17,17 @@ import numpy as np
 from ..config import EngineConfig
 from ..errors import EngineStartError, ModelNotFoundError, missing_vllm_error
 from ..gc_pause import paused_gc
-from .base import PoolingTask, TokenizedInput
+from ..model_config import (
+    check_model_exists,
+    hub_commit,
+    is_local_path,
+    load_tokenizer,
+    local_revision,
+    model_context_length,
+)
+from ..precision import resolve_dtype
+from ..process_state import StartGuard, restore_environ
+from .base import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +37,6 @@ CHUNK_SIZE = 4096
 
 
 def _import_vllm():
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    # The engine's worker processes must be spawned (forking a process that holds torch threads hangs).
-    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     try:
         import vllm
         from vllm.inputs import TokensPrompt
@@ -36,30 +45,12 @@ def _import_vllm():
     return vllm, TokensPrompt
 
 
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((os.sep, ".", "~")) or model.count("/") > 1 or os.path.exists(model)
-
-
-def check_model_exists(model: str) -> str:
-    """Expand a local path and fail fast when it does not exist (hub ids pass through)."""
-    expanded = os.path.expanduser(model)
-    if _looks_like_path(model) and not os.path.exists(expanded):
-        raise ModelNotFoundError(
-            f"model path {model!r} does not exist. Pass an existing local directory with config.json, "
-            "or a Hugging Face model id such as 'sentence-transformers/all-MiniLM-L6-v2'."
-        )
-    return expanded if os.path.exists(expanded) else model
-
-
-#: The user's own choice, read once before we start touching the variable for each engine.
-_USER_MULTIPROCESSING = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-
 #: Modules whose objects break vLLM's in-process kernel registration (it scans every loaded module;
 #: llvmlite's ffi wrappers answer ``vars()`` with a non-dict). bm25s loads them through numba.
 _IN_PROCESS_HAZARDS = ("llvmlite.binding.ffi",)
 
 
-def _choose_in_process(config: EngineConfig) -> bool:
+def _choose_in_process(config: EngineConfig) -> tuple[bool, str]:
     """Run the single CPU worker inside this process instead of behind two process hops.
 
     Measured on this project's 2-core machine with MiniLM: engine start 30 s -> 10 s and 2000 texts
@@ -67,24 +58,21 @@ def _choose_in_process(config: EngineConfig) -> bool:
     (VLLM_ENABLE_V1_MULTIPROCESSING or distributed_executor_backend), and not when a module known to
     break vLLM's in-process start is loaded.
     """
-    import sys
-
-    if config.tensor_parallel_size != 1 or _USER_MULTIPROCESSING is not None:
-        return False
+    if config.tensor_parallel_size != 1:
+        return False, "tensor_parallel_size > 1"
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") is not None:
+        return False, "VLLM_ENABLE_V1_MULTIPROCESSING is set"
     if config.engine_kwargs.get("distributed_executor_backend") not in (None, "uni"):
-        return False
+        return False, "distributed_executor_backend is set"
     hazards = [m for m in _IN_PROCESS_HAZARDS if m in sys.modules]
     if hazards:
         logger.info("starting vLLM in worker processes (in-process start is unsafe with %s loaded)", hazards)
-        return False
-    return True
+        return False, f"{', '.join(hazards)} is loaded"
+    return True, ""
 
 
-def _set_multiprocessing(enabled: bool) -> None:
-    """Point vLLM at in-process or multiprocess mode for the next engine (vLLM caches its env reads)."""
-    if _USER_MULTIPROCESSING is not None:
-        return
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if enabled else "0"
+def _clear_vllm_env_cache() -> None:
+    """vLLM may cache its environment reads; the next engine must see the variables set for it."""
     try:
         from vllm import envs
 
@@ -112,50 +100,119 @@ def _release_without_teardown(client: Any) -> None:
 
 
 class LocalVllmBackend:
-    """One ``vllm.LLM`` pooling engine in this process (its workers are child processes).
+    """One ``vllm.LLM`` pooling engine in this process (on CPU, its worker runs in this process too).
 
-    Starting it costs tens of seconds on CPU, so wrappers share one instance where they can
-    (``VllmEncoderWrapper(..., backend=other.backend)``).
+    Starting it costs seconds to minutes, so wrappers share one instance where they can
+    (``VllmEncoderWrapper(..., backend=other.backend)``). Calls are serialized: vLLM's offline engine is not
+    thread-safe, and a wrapper shared by threads must not break it.
+
+    Everything the wrappers need besides the forward pass is settled before the engine starts, from the
+    checkpoint's files: the tokenizer (the Hugging Face tokenizer sentence-transformers uses too; the wrappers
+    send token ids, so vLLM's own is never used), the context length (handed to vLLM explicitly, so truncation
+    before and after the start agree), the precision and the revision (a hub branch is resolved to its commit,
+    and that commit is what the engine loads). With ``lazy=True`` the engine starts at the first
+    :meth:`pool` call, so a run whose work is all done (resumed tasks, a full cache) never starts it.
     """
 
+    kind = "local"
     #: Engines alive in this process. In-process engines share vLLM's global distributed state, which
     #: may only be torn down when the last of them closes.
     _live = 0
 
-    def __init__(self, config: EngineConfig):
-        with paused_gc():
-            self._start(config)
+    def __init__(self, config: EngineConfig, *, lazy: bool = False):
+        from ..precision import engine_runs_on_cpu
 
-    def _start(self, config: EngineConfig) -> None:
-        vllm, self._TokensPrompt = _import_vllm()
+        self._llm = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._tokenizer = None
+        self.start_seconds = 0.0
+        self.in_process = False
+        self.mode_reason = ""
+        model = check_model_exists(config.model)
+        local = is_local_path(model)
+        revision = None if local else (hub_commit(model, config.revision) or config.revision)
+        self.revision = local_revision(model) if local else revision
+        trust = bool(config.trust_remote_code)
+        max_len = config.max_model_len
+        if max_len is None:
+            max_len = model_context_length(model, trust_remote_code=trust, revision=revision)
+            template = config.score_template
+            if template is not None and template.max_length and max_len:
+                # The reference never reads past the template's max_length; a shorter context also keeps
+                # vLLM's KV cache (sized for one max-length sequence) small.
+                max_len = min(max_len, template.max_length)
+        self.on_cpu = engine_runs_on_cpu()
+        self._requested_dtype = config.dtype
+        self.precision = resolve_dtype(config.dtype, on_cpu=self.on_cpu)
+        self.config = dataclasses.replace(config, model=model, revision=revision, max_model_len=max_len,
+                                          dtype=self.precision.dtype)
+        self.model = model
+        self.max_model_len = max_len
+        self.dtype = self.precision.dtype
+        if not lazy or max_len is None:  # without a known context length, truncation needs the engine
+            self.start()
+
+    @property
+    def started(self) -> bool:
+        return self._llm is not None
+
+    def start(self) -> None:
+        """Start the engine (idempotent). The caller's process state is restored afterwards, whatever happens."""
+        if self._llm is not None:
+            return
+        if self._closed:
+            raise RuntimeError("this engine was closed; create a new wrapper")
+        self._guard = StartGuard()
+        try:
+            with paused_gc():
+                self._start(self.config)
+        finally:
+            self._guard.restore()
+
+    def engine_arguments(self, *, server: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ``vllm.LLM`` keyword arguments and the environment this backend starts vLLM with.
+
+        ``server=True`` gives the same model settings for a separate ``vllm serve`` process (no in-process
+        executor, no explicit KV cache size: the server owns its memory), so a fleet started with
+        :mod:`mteb_vllm.serve` computes what this backend computes. Imports vLLM (its device and argument
+        checks).
+        """
         from ..hardware import (
             CPU_BLOCK_SIZE,
             CPU_MAX_NUM_SEQS,
             CPU_MEMORY_FRACTION,
-            configure_cpu_environment,
             cpu_batched_tokens,
             cpu_kv_cache_bytes,
+            engine_thread_environment,
             is_cpu_platform,
-            tune_cpu_allocator,
         )
 
-        config = dataclasses.replace(config, model=check_model_exists(config.model))
+        vllm, self._TokensPrompt = _import_vllm()
+        config = self.config
         config.check_engine_kwargs({f.name for f in dataclasses.fields(vllm.EngineArgs)})
-        self.on_cpu = is_cpu_platform()
-        self.in_process = False
+        if is_cpu_platform() != self.on_cpu:  # torch and vLLM disagree about the device: vLLM decides
+            self.on_cpu = not self.on_cpu
+            self.precision = resolve_dtype(self._requested_dtype, on_cpu=self.on_cpu)
+            self.dtype = self.precision.dtype
+            config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
+        env: dict[str, str] = {}
         if self.on_cpu:
-            configure_cpu_environment()
-            tune_cpu_allocator()
             engine_kwargs = dict(config.engine_kwargs)
             engine_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
-            self.in_process = _choose_in_process(config)
+            self.in_process, self.mode_reason = (False, "server") if server else _choose_in_process(config)
             if self.in_process:
                 engine_kwargs.setdefault("distributed_executor_backend", "uni")
+                env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            else:
+                env.update(engine_thread_environment(config.tensor_parallel_size))
+            trust = bool(config.trust_remote_code)
             batched = config.max_num_batched_tokens or cpu_batched_tokens(
-                config.model, trust_remote_code=config.trust_remote_code, max_model_len=config.max_model_len)
-            if config.gpu_memory_utilization is None and "kv_cache_memory_bytes" not in engine_kwargs:
+                config.model, trust_remote_code=trust, max_model_len=config.max_model_len)
+            if (not server and config.gpu_memory_utilization is None
+                    and "kv_cache_memory_bytes" not in engine_kwargs):
                 engine_kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(
-                    config.model, trust_remote_code=config.trust_remote_code, max_model_len=config.max_model_len,
+                    config.model, trust_remote_code=trust, max_model_len=config.max_model_len,
                     max_num_batched_tokens=batched, dtype=config.dtype)
             config = dataclasses.replace(
                 config,
@@ -166,27 +223,45 @@ class LocalVllmBackend:
                 max_num_batched_tokens=batched,
                 max_num_seqs=config.max_num_seqs or CPU_MAX_NUM_SEQS,
             )
-        self.config = config
-        self.model = config.model
+        return config.to_engine_args(), env
+
+    def _start(self, config: EngineConfig) -> None:
+        from ..hardware import tune_cpu_allocator
+
+        # vLLM's start-up is noisy (a warning per weight cast to the chosen dtype); MTEB_VLLM_VERBOSE=1 (the
+        # CLI's --verbose) or the user's own VLLM_LOGGING_LEVEL shows it.
+        if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        self.engine_args, env = self.engine_arguments()
+        os.environ.update(env)  # for the start only: StartGuard puts the caller's environment back
+        if self.on_cpu:
+            tune_cpu_allocator()
         started = time.perf_counter()
-        _set_multiprocessing(not self.in_process)
+        _clear_vllm_env_cache()
         # vLLM calls gc.collect() several times while starting and gc.freeze() at its end. Freezing first
-        # gives the same end state, but those collections no longer walk the caller's whole heap (mteb,
-        # torch, transformers): 1.5 s of a 9 s start in a profile here.
-        gc.freeze()
+        # means those collections no longer walk the caller's whole heap (mteb, torch, transformers): 1.5 s
+        # of a 9 s start in a profile here. Only when the caller froze nothing itself: StartGuard unfreezes
+        # after the start, and must not unfreeze what the caller froze.
+        if self._guard.host_frozen == 0:
+            gc.freeze()
         try:
-            self._llm = vllm.LLM(**config.to_engine_args())
+            llm = _import_vllm()[0].LLM(**self.engine_args)
         except Exception as exc:  # vLLM raises many types; keep its message, add the fix
             raise self._explain_start_failure(exc) from exc
         self.start_seconds = time.perf_counter() - started
         LocalVllmBackend._live += 1
-        model_config = self._llm.llm_engine.model_config
-        self.max_model_len = int(model_config.max_model_len)
+        model_config = llm.llm_engine.model_config
         self.dtype = str(model_config.dtype).replace("torch.", "")
-        self._tokenizer = None
+        if int(model_config.max_model_len) != self.max_model_len:
+            logger.warning("vLLM runs %s with max_model_len %d, not the %s read from its files",
+                           self.model, model_config.max_model_len, self.max_model_len)
+            self.max_model_len = int(model_config.max_model_len)
+        self._llm = llm
         atexit.register(self.close)
-        logger.info("vLLM engine for %s ready in %.1f s (dtype %s, max_model_len %d)",
-                    self.model, self.start_seconds, self.dtype, self.max_model_len)
+        logger.info("vLLM engine for %s ready in %.1f s (dtype %s%s, max_model_len %d, %s)", self.model,
+                    self.start_seconds, self.dtype, " chosen automatically: " + self.precision.reason
+                    if self.precision.automatic else "", self.max_model_len,
+                    "in-process" if self.in_process else "worker processes")
 
     def _explain_start_failure(self, exc: Exception) -> Exception:
         text = f"{type(exc).__name__}: {exc}"
@@ -199,27 +274,50 @@ class LocalVllmBackend:
                 "otherwise pass a local directory."
             )
         hint = ""
-        if "memory" in low or "kv cache" in low:
+        if "trust_remote_code" in low or "custom code" in low:
+            hint = " The model ships its own code: pass trust_remote_code=True (CLI: --trust-remote-code) if you trust it."
+        elif "memory" in low or "kv cache" in low:
             hint = " Lower gpu_memory_utilization (on CPU it is a fraction of RAM; 0.3-0.5 works) or max_model_len."
         elif "dtype" in low or "bfloat16" in low or "float16" in low:
             hint = " Try dtype='float32' on CPU or 'bfloat16' on GPU."
         return EngineStartError(f"vLLM failed to start for {self.config.model!r}: {text}.{hint}")
 
     @property
+    def info(self) -> BackendInfo:
+        details: dict[str, Any] = {"vllm": _vllm_version()}
+        if self.on_cpu and self.started:
+            details["mode"] = "in-process" if self.in_process else f"worker processes ({self.mode_reason})"
+        if not self.started:
+            details["engine"] = "not started"
+        return BackendInfo(kind=self.kind, model=self.model, revision=self.revision, dtype=self.dtype,
+                           max_model_len=self.max_model_len, details=details)
+
+    @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            tok = self._llm.get_tokenizer()
-            # vLLM wraps the HF tokenizer in a thread pool object; the wrappers want the plain one.
-            self._tokenizer = getattr(tok, "tokenizer", tok)
+            self._tokenizer = load_tokenizer(self.config.model, self.config.revision,
+                                             trust_remote_code=bool(self.config.trust_remote_code))
         return self._tokenizer
 
     @property
     def llm(self):
-        if self._llm is None:
-            raise RuntimeError("this engine was closed; create a new wrapper")
+        """The running ``vllm.LLM`` (started now if the backend was created lazily)."""
+        self.start()
         return self._llm
 
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
+        if not inputs:
+            return np.zeros((0, 0), dtype=np.float32)
+        with self._lock:
+            llm = self.llm
+            environ = dict(os.environ)  # vLLM sets variables on its first forward pass too (its compile cache)
+            try:
+                rows = self._encode(llm, inputs, task, desc)
+            finally:
+                restore_environ(environ)
+        return np.stack([r.reshape(-1) for r in rows]).astype(np.float32, copy=False)
+
+    def _encode(self, llm: Any, inputs: list[TokenizedInput], task: PoolingTask, desc: str) -> list[np.ndarray]:
         from tqdm.auto import tqdm
 
         prompts = [self._TokensPrompt(prompt_token_ids=item.token_ids) for item in inputs]
@@ -227,13 +325,12 @@ class LocalVllmBackend:
         rows: list[np.ndarray] = []
         total_tokens = 0
         started = time.perf_counter()
-        show = bool(desc) and len(prompts) > 0 and not os.environ.get("MTEB_VLLM_NO_PROGRESS")
-        with tqdm(total=len(prompts), desc=desc or "vllm", unit="text", disable=not show,
-                  dynamic_ncols=True) as bar:
+        show = bool(desc) and not os.environ.get("MTEB_VLLM_NO_PROGRESS")
+        with tqdm(total=len(prompts), desc=desc or "vllm", unit="text", disable=not show, dynamic_ncols=True) as bar:
             for start in range(0, len(prompts), CHUNK_SIZE):
                 chunk = prompts[start:start + CHUNK_SIZE]
                 chunk_params = params[start:start + CHUNK_SIZE] if params is not None else None
-                outputs = self.llm.encode(chunk, chunk_params, pooling_task=task, use_tqdm=False)
+                outputs = llm.encode(chunk, chunk_params, pooling_task=task, use_tqdm=False)
                 for out in outputs:
                     data = out.outputs.data
                     rows.append(data.float().numpy() if hasattr(data, "numpy") else np.asarray(data, dtype=np.float32))
@@ -241,9 +338,7 @@ class LocalVllmBackend:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.update(len(chunk))
                 bar.set_postfix(tok_s=f"{total_tokens / elapsed:,.0f}", refresh=False)
-        if not rows:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([r.reshape(-1) for r in rows]).astype(np.float32, copy=False)
+        return rows
 
     @staticmethod
     def _pooling_params(inputs: list[TokenizedInput]):
@@ -253,10 +348,7 @@ class LocalVllmBackend:
         model as the position of the first type-1 token (``compressed_token_type_ids``), which is exact for
         pair inputs (zeros, then ones). Without them a BERT cross-encoder scores every pair as one segment.
         """
-        firsts = []
-        for item in inputs:
-            types = item.token_type_ids
-            firsts.append(next((i for i, t in enumerate(types) if t), None) if types else None)
+        firsts = [item.second_segment_start for item in inputs]
         if all(f is None for f in firsts):
             return None
         from vllm import PoolingParams
@@ -277,7 +369,9 @@ class LocalVllmBackend:
         others are alive this engine is only dereferenced (its memory goes with the garbage collector);
         the last one to close does the full shutdown.
         """
-        llm, self._llm = getattr(self, "_llm", None), None
+        with self._lock:
+            llm, self._llm = getattr(self, "_llm", None), None
+            self._closed = True
         if llm is None:
             return
         atexit.unregister(self.close)
@@ -291,13 +385,21 @@ class LocalVllmBackend:
         except Exception:  # already gone
             logger.debug("engine core shutdown failed", exc_info=True)
         del llm
-        gc.unfreeze()  # vLLM freezes the objects alive at start; without this they would never be freed
         gc.collect()
-        if LocalVllmBackend._live > 0:
-            return
-        try:
-            from vllm.distributed import cleanup_dist_env_and_memory
+        if LocalVllmBackend._live == 0:
+            try:
+                from vllm.distributed import cleanup_dist_env_and_memory
 
-            cleanup_dist_env_and_memory()
-        except Exception:
-            logger.debug("vLLM cleanup failed", exc_info=True)
+                cleanup_dist_env_and_memory()
+            except Exception:
+                logger.debug("vLLM cleanup failed", exc_info=True)
+        self._guard.after_close()
+
+
+def _vllm_version() -> str:
+    try:
+        import vllm
+
+        return str(vllm.__version__)
+    except Exception:  # pragma: no cover - vllm imported fine at start
+        return "unknown"

@@ -90,13 +90,3 @@ def demo_tasks(names: list[str] | None = None) -> list:
     """Fresh instances of the demo tasks (all of them when ``names`` is None)."""
     names = list(DEMO_TASK_CLASSES) if names is None else names
     return [DEMO_TASK_CLASSES[n]() for n in names]
-
-
-def get_tasks(names: list[str]) -> list:
-    """Fresh task objects for task names, in order; this package's demo tasks by name, the rest from mteb.
-
-    One place for the lookup, because ``mteb.get_task`` does not know the demo tasks.
-    """
-    import mteb
-
-    return [DEMO_TASK_CLASSES[n]() if n in DEMO_TASK_CLASSES else mteb.get_task(n) for n in names]

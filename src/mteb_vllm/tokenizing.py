@@ -1,7 +1,8 @@
-"""Tokenization and truncation, done once in the wrapper so every backend sees the same tokens.
+"""Input checks, tokenization and truncation, done once in the wrapper so every backend sees the same tokens.
 
 Over-long inputs are truncated to the model's length, never sent to the engine (vLLM rejects them with
-an error that would end a multi-hour run), and every truncation is counted and logged.
+an error that would end a multi-hour run), and every truncation is counted and logged. Inputs that are not
+text are refused with their position, never turned into the text of their ``repr``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,35 @@ class TruncationReport:
         if self.truncated:
             logger.warning("%s: %d of %d %s were longer than %d tokens (longest %d) and were truncated",
                            model, self.truncated, self.total, what, self.max_len, self.longest)
+
+
+def check_texts(texts: list[Any], what: str = "input") -> list[str]:
+    """``texts`` if every item is a ``str`` of valid Unicode; otherwise an error naming the first bad one.
+
+    Why: ``str(None)`` is "None" and ``str(b"abc")`` is "b'abc'"; encoding those silently scores garbage.
+    A lone surrogate ("\\ud800", left by a broken decode) fails deep inside the tokenizer without saying
+    which input it was.
+    """
+    from .errors import InvalidInputError
+
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(
+                f"{what} {i} is {type(text).__name__} {_preview(text)}, not str; every {what} must be a string "
+                "(decode bytes first, replace None with '')")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(
+                    f"{what} {i} is not valid Unicode ({exc.reason} at position {exc.start}: {_preview(text)}); "
+                    "clean it, e.g. text.encode('utf-8', 'replace').decode('utf-8')") from None
+    return texts
+
+
+def _preview(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def _fallback_token(tokenizer: Any) -> int:

@@ -1,0 +1,90 @@
+"""``mteb-vllm``: thin command line over the library (parse, call, print).
+
+One module per subcommand (``register`` adds its parser, ``cmd_*`` calls the library function a Python user
+would call and prints). Every subcommand builds on the same parent parsers and :func:`~.common.
+resolve_model_args`, so a flag means the same thing everywhere. Failures print one line to stderr
+(``--verbose`` adds the traceback) and exit with :data:`~.common.EXIT_USAGE` when the command line itself is
+wrong, :data:`~.common.EXIT_ERROR` when the run could not do its work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from .common import EXIT_ERROR, EXIT_USAGE
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = ("run", "rerank", "parity", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mteb-vllm", description="MTEB evaluation with vLLM as the engine.")
+    sub = parser.add_subparsers(dest="command")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the command line is wrong (exit code 2), as opposed to a run that failed (1)."""
+    from ..errors import (
+        EngineArgumentError,
+        MissingScoreHeadError,
+        ModelNotFoundError,
+        RemoteCodeError,
+        UnsafeNameError,
+    )
+    from ..tasks import TaskSelectionError
+
+    return (EngineArgumentError, TaskSelectionError, UnsafeNameError, ModelNotFoundError, RemoteCodeError,
+            MissingScoreHeadError)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM ends the run like Ctrl-C does: ``with`` blocks close their engines on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["run"]  # no arguments: the offline demo
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    verbose = getattr(args, "verbose", False)
+    if verbose:
+        os.environ["MTEB_VLLM_VERBOSE"] = "1"
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        from ..gc_pause import paused_gc
+
+        with paused_gc():  # every command imports mteb first: 2.5 s with the collector running, 2.0 s paused
+            import mteb  # noqa: F401
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("mteb-vllm: interrupted; finished tasks are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line; the traceback only with --verbose
+        if verbose:
+            logging.getLogger("mteb_vllm").exception("failed")
+        message = str(exc).strip() or type(exc).__name__
+        print(f"mteb-vllm: error: {message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, _usage_errors()) else EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

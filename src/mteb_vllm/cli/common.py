@@ -1,0 +1,78 @@
+"""What every ``mteb-vllm`` subcommand shares: the model and engine flags, one way to resolve the model, the
+exit codes and table printing. One parent parser per group of flags, so a flag means the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
+
+ENGINE_FLAGS = ("dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
+                "tensor_parallel_size", "enforce_eager", "trust_remote_code")
+
+
+def model_parser(model_help: str) -> argparse.ArgumentParser:
+    """--model, --model-name, --revision, --trust-remote-code."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=model_help)
+    g.add_argument("--model-name", help="the name mteb knows a local model by (its registry prompts/template "
+                                        "apply; results are filed under it with the folder's content hash)")
+    g.add_argument("--revision", help="hub revision to load (default: the one mteb's registry pins, else main)")
+    g.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction, default=None,
+                   help="run modelling code shipped with the checkpoint (default: as mteb's registry loader "
+                        "does for known models, off for others)")
+    return p
+
+
+def engine_parser(default_dtype: str = "auto") -> argparse.ArgumentParser:
+    """The engine's flags (precision, context, step budget, memory, parallelism)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("engine")
+    g.add_argument("--dtype", default=default_dtype, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="compute precision (auto: bfloat16 on CPUs with native bf16, else float32; "
+                        f"on GPU vLLM's choice; default {default_dtype})")
+    g.add_argument("--max-model-len", type=int, help="context length; longer inputs are truncated and counted")
+    g.add_argument("--max-num-seqs", type=int)
+    g.add_argument("--max-num-batched-tokens", type=int)
+    g.add_argument("--gpu-memory-utilization", type=float, help="fraction of device memory (on CPU: of RAM)")
+    g.add_argument("--tensor-parallel-size", type=int, default=1)
+    g.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    return p
+
+
+def common_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--verbose", action="store_true", help="show vLLM's and mteb's logs, and tracebacks")
+    return p
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Engine and model flags as wrapper keyword arguments (unset ones left out)."""
+    out = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
+    if getattr(args, "revision", None):
+        out["revision"] = args.revision
+    return out
+
+
+def resolve_model_args(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(model, model_name) from ``--model``/``--model-name``; no ``--model``: the packaged MiniLM, offline."""
+    from ..defaults import DEFAULT_MODEL_NAME, default_model_path
+
+    if args.model is None:
+        return default_model_path(), args.model_name or DEFAULT_MODEL_NAME
+    return args.model, args.model_name
+
+
+def print_rows(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

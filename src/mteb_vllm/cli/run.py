@@ -1,0 +1,62 @@
+"""``mteb-vllm run``: evaluate an embedding model on tasks or a benchmark, resuming finished tasks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .common import EXIT_ERROR, EXIT_OK, common_parser, engine_kwargs, engine_parser, fmt, model_parser, print_rows, \
+    resolve_model_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run", parents=[model_parser("embedding model: HF id or local path (default: the packaged "
+                                     "all-MiniLM-L6-v2)"), engine_parser(), common_parser()],
+        help="evaluate an embedding model (default: packaged MiniLM on the demo tasks)")
+    run.add_argument("--tasks", nargs="+", help="mteb task names (default: the bundled demo tasks; with "
+                                                "--benchmark: the benchmark's tasks to run)")
+    run.add_argument("--benchmark", help='an mteb benchmark, e.g. "MTEB(eng, v2)"')
+    run.add_argument("--output-folder", default="mteb-vllm-results")
+    run.add_argument("--overwrite", action="store_true",
+                     help="evaluate every task again (default: tasks with complete results are kept, so a "
+                          "killed run resumes where it stopped)")
+    run.add_argument("--ignore-prompt-errors", action="store_true",
+                     help="evaluate without prompts when mteb's reference loader cannot be replayed "
+                          "(scores may differ from the reference)")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..encoder import VllmEncoderWrapper
+    from ..preflight import check_engine_fit, check_task_data, check_writable_folder
+    from ..runner import run_tasks
+    from ..tasks import select_tasks
+
+    model, name = resolve_model_args(args)
+    tasks = select_tasks(args.tasks, args.benchmark)
+    output = check_writable_folder(args.output_folder)
+    check_engine_fit(args.tensor_parallel_size)
+    check_task_data(tasks)
+    kwargs = engine_kwargs(args)
+    revision = kwargs.pop("revision", None)
+    with VllmEncoderWrapper(model, revision, model_name=name, lazy_start=True,
+                            ignore_prompt_errors=args.ignore_prompt_errors, **kwargs) as encoder:
+        meta = encoder.mteb_model_meta
+        print(f"{meta.name} @ {meta.revision}, {encoder.dtype}: {len(tasks)} task(s)", flush=True)
+        summary = run_tasks(encoder, tasks, output_folder=output, overwrite=args.overwrite,
+                            show_progress_bar=not os.environ.get("MTEB_VLLM_NO_PROGRESS"))
+        backend = encoder.backend
+        if getattr(backend, "start_seconds", 0):
+            print(f"engine started in {backend.start_seconds:.1f} s")
+        s = encoder.stats
+        if s.seconds:
+            print(f"encoded {s.texts} texts ({s.unique_texts} unique, {s.tokens} tokens, {s.truncated} truncated) "
+                  f"in {s.seconds:.1f} s: {s.texts / s.seconds:,.0f} texts/s, {s.tokens / s.seconds:,.0f} tokens/s")
+    print_rows(["task", "main score", "value", "dtype", "status"],
+               [[o.task, o.metric, fmt(o.score), summary.dtype, o.status] for o in summary.outcomes])
+    print(f"\n{summary.line()}; results in mteb's format under {output.resolve()}")
+    for o in summary.failed:
+        print(f"mteb-vllm: {o.task} failed: {o.error}", file=sys.stderr)
+    return EXIT_ERROR if summary.failed else EXIT_OK

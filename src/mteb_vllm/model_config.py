@@ -1,0 +1,303 @@
+"""What a checkpoint is, read from its files before any engine starts.
+
+Why one module: the CPU defaults (step budget, KV cache size), the FLOP count of the benchmark, the reranker's
+context cap, the preflight checks and the results' revision all need the same few facts about a model (its
+config, context length, shape, whether it needs custom code or has a classifier head, which revision is on
+disk). Reading them here once keeps those callers from parsing ``config.json`` each in its own way, and keeps
+``flops`` and ``hardware`` free of each other.
+
+Nothing here imports vLLM or torch; transformers and huggingface_hub are imported lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+# --- where the model lives ------------------------------------------------------------------------------
+def is_local_path(model: str) -> bool:
+    """True for something that names a folder on disk rather than a hub id ``org/name``."""
+    return model.startswith((os.sep, ".", "~")) or model.count("/") > 1 or os.path.exists(os.path.expanduser(model))
+
+
+def check_model_exists(model: str) -> str:
+    """Expand a local path and fail fast when it does not exist (hub ids pass through unchanged)."""
+    expanded = os.path.expanduser(model)
+    if is_local_path(model) and not os.path.exists(expanded):
+        raise ModelNotFoundError(
+            f"model path {model!r} does not exist. Pass an existing local directory with config.json, "
+            "or a Hugging Face model id such as 'sentence-transformers/all-MiniLM-L6-v2'."
+        )
+    return expanded if os.path.exists(expanded) else model
+
+
+def hub_file(model: str, filename: str, revision: str | None = None) -> str | None:
+    """Local path of ``filename`` of a model: in its folder, or from the Hugging Face cache / hub.
+
+    Returns None when the model has no such file or it cannot be had (offline and not cached). Hub downloads
+    follow huggingface_hub's own rules (``HF_HUB_OFFLINE=1`` reads the cache only), as the reference would.
+    """
+    if is_local_path(model):
+        path = os.path.join(os.path.expanduser(model), filename)
+        return path if os.path.isfile(path) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(model, filename, revision=revision)
+    except Exception as exc:  # missing file, offline without a cached copy, gated repo, no network
+        logger.debug("no %s for %s@%s: %s", filename, model, revision, exc)
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def read_json_file(model: str, filename: str, revision: str | None = None) -> dict[str, Any] | None:
+    """A JSON file of the model (``config.json``, ``config_sentence_transformers.json`` ...), or None."""
+    path = hub_file(model, filename, revision)
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        logger.warning("could not read %s of %s: %s", filename, model, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def config_json(model: str, revision: str | None = None) -> dict[str, Any] | None:
+    return read_json_file(model, "config.json", revision)
+
+
+def needs_remote_code(model: str, revision: str | None = None) -> bool:
+    """Whether the checkpoint ships its own modelling code (``auto_map`` in config.json)."""
+    config = config_json(model, revision) or {}
+    return bool(config.get("auto_map"))
+
+
+def architectures(model: str, revision: str | None = None) -> list[str]:
+    return list((config_json(model, revision) or {}).get("architectures") or [])
+
+
+def has_classifier_head(model: str, revision: str | None = None) -> bool | None:
+    """True for a sequence-classification checkpoint, False for a plain encoder/LM, None when unknown."""
+    archs = architectures(model, revision)
+    if not archs:
+        return None
+    return any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs)
+
+
+@functools.lru_cache(maxsize=16)
+def hf_text_config(model: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
+    """The model's Hugging Face (text) config, read once per process, or None when it cannot be read."""
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(os.path.expanduser(model), trust_remote_code=trust_remote_code,
+                                         revision=revision)
+    except Exception:
+        logger.debug("could not read the config of %s", model, exc_info=True)
+        return None
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+#: Config keys vLLM reads the context length from (the smallest wins), as in its model-arch conversion.
+_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
+
+
+def model_context_length(model: str, *, trust_remote_code: bool = False, revision: str | None = None) -> int | None:
+    """The context length to run ``model`` with, read the way vLLM derives it, or None when unreadable.
+
+    sentence-transformers' ``max_seq_length`` wins (as in vLLM and as sentence-transformers truncates); else
+    the smallest of the config's length keys, and for absolute position embeddings (BERT and kin) also the
+    tokenizer's ``model_max_length`` (which is how RoBERTa's 514 positions become 512 usable tokens). RoPE
+    scaling, which only lengthens the context, is not applied: the value is never above what vLLM derives, so
+    it can be handed to vLLM as ``max_model_len`` and tokenization before the engine starts (lazy start, the
+    cache) truncates exactly as the engine will accept.
+    """
+    st = read_json_file(model, "sentence_bert_config.json", revision) or {}
+    if st.get("max_seq_length"):
+        return int(st["max_seq_length"])
+    cfg = hf_text_config(model, trust_remote_code, revision)
+    if cfg is None:
+        return None
+    values = [int(v) for k in _LENGTH_KEYS if isinstance(v := getattr(cfg, k, None), (int, float)) and v > 0]
+    if getattr(cfg, "position_embedding_type", None) == "absolute":
+        tok_max = (read_json_file(model, "tokenizer_config.json", revision) or {}).get("model_max_length")
+        if isinstance(tok_max, (int, float)) and 0 < tok_max < 10**7:
+            values.append(int(tok_max))
+    return min(values) if values else None
+
+
+def load_tokenizer(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Any:
+    """The Hugging Face tokenizer of ``model`` at ``revision``: what sentence-transformers and mteb's reference
+    loaders tokenize with. Every backend hands it to the wrappers, which send token ids, so the engine's own
+    tokenizer never decides what a model sees."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(model), revision=revision,
+                                             trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelNotFoundError(f"could not load the tokenizer of {model!r}: {type(exc).__name__}: {exc}") from exc
+
+
+# --- shape ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TransformerShape:
+    """The numbers that decide a transformer encoder/decoder's forward FLOPs and KV cache size."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    gated_mlp: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> TransformerShape:
+        cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = int(cfg.num_attention_heads)
+        hidden = int(cfg.hidden_size)
+        model_type = getattr(cfg, "model_type", "")
+        return cls(
+            layers=int(cfg.num_hidden_layers),
+            hidden=hidden,
+            intermediate=int(getattr(cfg, "intermediate_size", 4 * hidden)),
+            heads=heads,
+            kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
+            head_dim=int(getattr(cfg, "head_dim", None) or hidden // heads),
+            # LLaMA-style blocks (Qwen, Mistral, Gemma) have gate, up and down projections
+            gated_mlp=model_type not in ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra"),
+        )
+
+    @property
+    def params_per_token(self) -> int:
+        """Weights every token multiplies through (embeddings excluded: they are a lookup)."""
+        attn = self.hidden * self.heads * self.head_dim * 2 + self.hidden * self.kv_heads * self.head_dim * 2
+        mlp = self.hidden * self.intermediate * (3 if self.gated_mlp else 2)
+        return self.layers * (attn + mlp)
+
+    def forward_flops(self, seq_len: int) -> int:
+        """FLOPs of one sequence: 2 per weight per token, plus QK^T and AV (2 * 2 * s^2 * d per layer)."""
+        dense = 2 * self.params_per_token * seq_len
+        attention = 4 * self.layers * self.heads * self.head_dim * seq_len * seq_len
+        return dense + attention
+
+
+def model_shape(model: str, trust_remote_code: bool = False, revision: str | None = None) -> TransformerShape | None:
+    config = hf_text_config(model, trust_remote_code, revision)
+    try:
+        return TransformerShape.from_config(config) if config is not None else None
+    except (AttributeError, TypeError, ValueError):  # not a transformer shape this module knows
+        return None
+
+
+# --- which revision is this ------------------------------------------------------------------------------
+#: Files that do not change what a model computes: left out of a local folder's content hash.
+_IGNORED_SUFFIXES = (".md", ".txt.lock", ".lock")
+_FINGERPRINT_STORE = "file-digests.json"
+
+
+def _user_cache_dir() -> Path:
+    base = os.environ.get("MTEB_VLLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mteb-vllm")
+    return Path(base)
+
+
+def _load_digest_store(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _file_digest(path: Path, store: dict[str, str]) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key in store:
+        return store[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    store[key] = digest.hexdigest()
+    return store[key]
+
+
+def local_revision(path: str) -> str:
+    """A content hash of a local model folder: ``local-`` and 16 hex digits.
+
+    Why: results of local weights must never be filed under a hub revision they may not be (a fine-tune saved
+    under its base model's name), and two different folders must never share a name. Every file that can
+    change the model's output is hashed (weights, configs, tokenizer, pooling modules); documentation and
+    hidden files are not. File digests are remembered by (path, size, mtime) in the user cache folder, so a
+    multi-gigabyte checkpoint is read once, not at every start.
+    """
+    root = Path(os.path.expanduser(path))
+    store_path = _user_cache_dir() / _FINGERPRINT_STORE
+    store = _load_digest_store(store_path)
+    before = len(store)
+    combined = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or file.name.endswith(_IGNORED_SUFFIXES):
+            continue
+        combined.update(f"{rel.as_posix()}\0{_file_digest(file, store)}\n".encode())
+    if len(store) != before:
+        try:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(store))
+            os.replace(tmp, store_path)
+        except OSError:  # a read-only home is no reason to fail; the digest is just computed again next time
+            logger.debug("could not remember file digests in %s", store_path, exc_info=True)
+    return "local-" + combined.hexdigest()[:16]
+
+
+def hub_commit(model: str, revision: str | None = None) -> str | None:
+    """The commit a hub id and revision (branch, tag or None for the default branch) resolve to: from the local
+    Hugging Face cache, else asked of the hub (one metadata request, skipped with ``HF_HUB_OFFLINE=1``).
+    None when it cannot be told. A 40-hex ``revision`` is already a commit.
+
+    Why: the engine is then started on that commit and the results name it, so what ran and what is recorded
+    cannot drift apart when a branch moves between the two.
+    """
+    if revision and _COMMIT.match(revision):
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json", revision=revision or "main")
+    except Exception:
+        found = None
+    if isinstance(found, str):
+        parent = Path(found).parent.name
+        if _COMMIT.match(parent):
+            return parent
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(model, revision=revision, timeout=20).sha
+    except Exception as exc:  # no network, private repo without a token, unknown id: the engine will say
+        logger.debug("could not resolve %s@%s to a commit: %s", model, revision, exc)
+        return None
+    return sha if isinstance(sha, str) and _COMMIT.match(sha) else None

@@ -1,0 +1,140 @@
+"""Evaluate a list of tasks with one model, task by task, resuming what is already done.
+
+Why not one ``mteb.evaluate(model, tasks)`` call: a run of a 40-task benchmark takes hours, and it must be
+possible to kill it and start it again without redoing finished tasks, to see which tasks were already done,
+and to keep the results of the tasks that worked when one task's dataset fails. mteb's "only-missing"
+strategy does the resuming; this loop adds the per-task summary, the per-task error record, and the re-run of
+a task whose precision changed in the middle (see ``VllmWrapperBase._pool_checked``), so no task's scores mix
+two precisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from mteb.abstasks import AbsTask
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["done before", "evaluated", "failed"]
+
+
+@dataclass
+class TaskOutcome:
+    """One task of a run."""
+
+    task: str
+    metric: str
+    status: Status
+    score: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """Every task of a run, in order, with what happened to it."""
+
+    model: str
+    revision: str
+    dtype: str
+    output_folder: Path | None
+    outcomes: list[TaskOutcome] = field(default_factory=list)
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def failed(self) -> list[TaskOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def line(self) -> str:
+        return (f"{self.count('done before')} task(s) already done, {self.count('evaluated')} evaluated, "
+                f"{self.count('failed')} failed")
+
+
+def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:
+    """The saved result of ``task`` for ``meta`` when it covers every split and subset, else None."""
+    try:
+        existing = cache.load_task_result(task.metadata.name, meta)
+    except Exception:  # unreadable or from an incompatible mteb version: evaluate again
+        return None
+    if existing is None:
+        return None
+    try:
+        missing = existing.get_missing_evaluations(task)
+    except Exception:
+        return None
+    return existing if not missing else None
+
+
+def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | None = None,
+              overwrite: bool = False, show_progress_bar: bool = True, stop_on_error: bool = False,
+              on_task: Any = None) -> RunSummary:
+    """Evaluate ``tasks`` one by one with ``model`` (an mteb model, e.g. our wrappers).
+
+    Args:
+        output_folder: mteb ``ResultCache`` folder; ``None`` keeps no files (and resumes nothing).
+        overwrite: Evaluate every task again (mteb's "always"); default resumes ("only-missing").
+        stop_on_error: Raise the first task error instead of recording it and going on.
+        on_task: Called with each :class:`TaskOutcome` as it is known (progress reporting, workers).
+    """
+    import mteb
+    from mteb.cache import ResultCache
+
+    cache = ResultCache(str(output_folder)) if output_folder is not None else None
+    meta = model.mteb_model_meta
+    summary = RunSummary(model=meta.name, revision=meta.revision, dtype=_dtype(model), output_folder=(
+        Path(output_folder) if output_folder is not None else None))
+    for task in tasks:
+        name, metric = task.metadata.name, task.metadata.main_score
+        started = time.perf_counter()
+        existing = completed_result(cache, task, model.mteb_model_meta) if cache and not overwrite else None
+        if existing is not None:
+            outcome = TaskOutcome(name, metric, "done before", _score(existing))
+        else:
+            try:
+                outcome = _evaluate_one(mteb, model, task, cache, overwrite, show_progress_bar)
+            except Exception as exc:
+                if stop_on_error:
+                    raise
+                logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+                logger.debug("traceback", exc_info=True)
+                outcome = TaskOutcome(name, metric, "failed", error=f"{type(exc).__name__}: {exc}")
+            outcome.seconds = time.perf_counter() - started
+        summary.outcomes.append(outcome)
+        if on_task is not None:
+            on_task(outcome)
+    summary.dtype = _dtype(model)
+    summary.revision = model.mteb_model_meta.revision
+    return summary
+
+
+def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:
+    before = _dtype(model)
+    strategy = "always" if overwrite else "only-missing"
+    result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)
+    if _dtype(model) != before:
+        logger.warning("%s: the precision changed from %s to %s during the task; evaluating it again so all of "
+                       "its scores come from %s", task.metadata.name, before, _dtype(model), _dtype(model))
+        result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always", show_progress_bar=progress)
+    if result.exceptions:
+        raise RuntimeError(str(result.exceptions[0]))
+    return TaskOutcome(task.metadata.name, task.metadata.main_score, "evaluated", _score(result.task_results[0]))
+
+
+def _score(task_result: Any) -> float | None:
+    try:
+        return float(task_result.get_score())
+    except Exception:
+        return None
+
+
+def _dtype(model: Any) -> str:
+    return str(getattr(model, "dtype", None) or (getattr(model.mteb_model_meta, "experiment_kwargs", None) or {})
+               .get("dtype", "n/a"))

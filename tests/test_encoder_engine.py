@@ -1,0 +1,130 @@
+"""The encoder on a real vLLM engine and real weights (packaged all-MiniLM-L6-v2): parity with the reference.
+
+The wrapper's logic (dedup, truncation counts, prompts, NaN policy, input checks) is tested on the FakeBackend
+in test_encoder.py; here only what needs the engine."""
+
+import mteb
+import numpy as np
+import pytest
+from mteb.mocks import mock_tasks
+
+from mteb_vllm import VllmEncoderWrapper, demo_tasks
+
+pytestmark = pytest.mark.engine
+
+
+def _texts(n=300):
+    rng = np.random.default_rng(0)
+    words = "the a cat dog model vector search engine query passage river mountain music code data".split()
+    return [" ".join(rng.choice(words, size=int(rng.integers(5, 200)))) for _ in range(n)]
+
+
+def test_parity_with_sentence_transformers(minilm_encoder, minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    texts = _texts()
+    ours = minilm_encoder.embed_texts(texts)
+    ref = SentenceTransformer(minilm_path, device="cpu").encode(texts, batch_size=32)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert cos.min() >= 0.99999
+
+
+def test_bad_inputs_do_not_crash(minilm_encoder):
+    before = minilm_encoder.stats.truncated
+    out = minilm_encoder.embed_texts(["", "word " * 20000, "ctrl\x00\x07\x1b[0m chars", "plain"])
+    assert out.shape == (4, 384) and np.isfinite(out).all()
+    assert minilm_encoder.stats.truncated - before == 1
+
+
+def _text_mock_tasks():
+    tasks = []
+    for name in dir(mock_tasks):
+        cls = getattr(mock_tasks, name)
+        meta = getattr(cls, "metadata", None)
+        if isinstance(cls, type) and meta is not None and list(meta.modalities) == ["text"] \
+                and meta.type != "Aggregate" and "Reranking" not in meta.type:
+            tasks.append(cls)
+    return tasks
+
+
+@pytest.mark.parametrize("task_cls", _text_mock_tasks(), ids=lambda c: c.__name__)
+def test_mteb_evaluate_on_text_mock_tasks(minilm_encoder, task_cls):
+    result = mteb.evaluate(minilm_encoder, task_cls(), cache=None, show_progress_bar=False)
+    score = result.task_results[0].get_score()
+    assert score is not None and np.isfinite(score)
+
+
+def test_demo_tasks_score_like_reference(minilm_encoder):
+    result = mteb.evaluate(minilm_encoder, demo_tasks(), cache=None, show_progress_bar=False)
+    scores = {r.task_name: r.get_score() for r in result.task_results}
+    assert scores["MtebVllmDemoSTS"] > 0.7 and scores["MtebVllmDemoRetrieval"] > 0.8
+
+
+def test_static_prompt_dict_reaches_the_model(minilm_encoder):
+    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, prompt_dict={"query": "query: ", "document": "passage: "},
+                                 backend=minilm_encoder.backend)
+    from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
+    from mteb.types import PromptType
+
+    assert wrapped.resolve_prompt(MockRetrievalTask().metadata, PromptType.query).prefix == "query: "
+    loader = [{"text": ["hello"]}]
+    q = wrapped.encode(loader, task_metadata=MockRetrievalTask().metadata, hf_split="test", hf_subset="default",
+                       prompt_type=PromptType.query)
+    np.testing.assert_allclose(q[0], minilm_encoder.embed_texts(["query: hello"])[0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def qwen3_encoder(qwen3_embedding_path):
+    # block_size: a user's engine argument beats the CPU default (checked below)
+    wrapper = VllmEncoderWrapper(qwen3_embedding_path, dtype="float32", max_model_len=512, block_size=64)
+    yield wrapper
+    wrapper.close()
+
+
+def test_qwen3_decoder_last_token_pooling_equals_transformers(qwen3_encoder, qwen3_embedding_path):
+    """A decoder embedding model: vLLM pools the last token; a plain forward pass of the same weights agrees."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = _texts(40) + ["short", ""]
+    ours = qwen3_encoder.embed_texts(texts)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_embedding_path)
+    model = AutoModel.from_pretrained(qwen3_embedding_path, torch_dtype=torch.float32).eval()
+    ref = []
+    with torch.no_grad():
+        for text in texts:  # one at a time: no padding, so the last position is the last token
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
+            ref.append(torch.nn.functional.normalize(model(**ids).last_hidden_state[0, -1], dim=-1).numpy())
+    ref = np.stack(ref)
+    assert ours.shape == ref.shape == (len(texts), 128)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert ((ours * ref).sum(1)).min() >= 0.99999
+
+
+def test_user_engine_argument_beats_cpu_default(qwen3_encoder):
+    from mteb_vllm.hardware import CPU_BLOCK_SIZE
+
+    assert CPU_BLOCK_SIZE != 64
+    assert qwen3_encoder.backend.llm.llm_engine.vllm_config.cache_config.block_size == 64
+
+
+def test_nan_output_raises_with_model_and_dtype(minilm_encoder):
+    """The real engine's output with one row poisoned, as an fp16 overflow would leave it."""
+    from backend_proxy import Overflowing
+
+    from mteb_vllm.errors import NonFiniteOutputError
+
+    wrapped = VllmEncoderWrapper(minilm_encoder.model_path, backend=Overflowing(minilm_encoder.backend, "float16", row=1))
+    with pytest.raises(NonFiniteOutputError, match=r"1 embeddings contain NaN or Inf with dtype float16.*dtype='float32'"):
+        wrapped.embed_texts(["fine", "overflows"])
+
+
+def test_non_text_task_is_refused(minilm_encoder):
+    from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+    from mteb_vllm.errors import UnsupportedTaskError
+
+    with pytest.raises(UnsupportedTaskError, match="text only"):
+        minilm_encoder.encode([{"image": [object()]}], task_metadata=MockSTSTask().metadata, hf_split="test",
+                              hf_subset="default")
