@@ -214,12 +214,6 @@ _IGNORED_SUFFIXES = (".md", ".txt.lock", ".lock")
 _FINGERPRINT_STORE = "file-digests.json"
 
 
-def _user_cache_dir() -> Path:
-    base = os.environ.get("MTEB_VLLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mteb-vllm")
-    return Path(base)
-
-
 def _load_digest_store(path: Path) -> dict[str, str]:
     try:
         data = json.loads(path.read_text())
@@ -251,7 +245,9 @@ def local_revision(path: str) -> str:
     multi-gigabyte checkpoint is read once, not at every start.
     """
     root = Path(os.path.expanduser(path))
-    store_path = _user_cache_dir() / _FINGERPRINT_STORE
+    from .paths import user_cache_dir
+
+    store_path = user_cache_dir() / _FINGERPRINT_STORE
     store = _load_digest_store(store_path)
     before = len(store)
     combined = hashlib.sha256()

@@ -42,6 +42,36 @@ def engine_parser(default_dtype: str = "auto") -> argparse.ArgumentParser:
     return p
 
 
+def fleet_parser() -> argparse.ArgumentParser:
+    """Where the model runs: ``vllm serve`` endpoints instead of an in-process engine."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("fleet")
+    g.add_argument("--endpoint", action="append", dest="endpoints", metavar="URL",
+                   help="a `vllm serve` endpoint serving the model (repeatable); without it the model runs in "
+                        "this process")
+    return p
+
+
+def cache_parser() -> argparse.ArgumentParser:
+    """The embedding/score cache: on by default for runs, in the user cache folder."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("cache")
+    g.add_argument("--cache-dir", help="keep embeddings and scores here, so reruns and killed runs compute "
+                                       "nothing twice (default: ~/.cache/mteb-vllm/embeddings, or "
+                                       "$MTEB_VLLM_CACHE/embeddings)")
+    g.add_argument("--no-cache", action="store_true", help="compute everything; read and write no cache")
+    return p
+
+
+def cache_dir_arg(args: argparse.Namespace) -> str | None:
+    """The cache folder a run uses, or None with ``--no-cache``."""
+    from ..paths import default_embedding_cache_dir
+
+    if getattr(args, "no_cache", False):
+        return None
+    return args.cache_dir or str(default_embedding_cache_dir())
+
+
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--verbose", action="store_true", help="show vLLM's and mteb's logs, and tracebacks")

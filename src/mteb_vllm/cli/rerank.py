@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import EXIT_OK, common_parser, engine_kwargs, engine_parser, fmt, model_parser, print_rows
+from .common import EXIT_OK, common_parser, engine_kwargs, engine_parser, fleet_parser, fmt, model_parser, print_rows
 
 
 def _template_names() -> list[str]:
@@ -15,7 +15,7 @@ def _template_names() -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     rr = sub.add_parser("rerank", parents=[model_parser("the cross-encoder or LLM reranker (HF id or local path)"),
-                                           engine_parser(), common_parser()],
+                                           engine_parser(), fleet_parser(), common_parser()],
                         help="two-stage run: first-stage retrieval, then a cross-encoder on the top k")
     rr.add_argument("--first-stage", default="bm25s",
                     help="bm25s, an embedding model (HF id or path), or 'default' for the packaged MiniLM")
@@ -47,6 +47,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if first_stage != BM25:
         first_args.update({k: v for k, v in engine.items() if k not in ("revision", "trust_remote_code")})
     reranker_args = dict(engine)
+    if args.endpoints:  # the fleet serves the reranker; a dense first stage still runs in this process
+        reranker_args["endpoints"] = args.endpoints
     if args.model_name:
         reranker_args["model_name"] = args.model_name
     if args.template:

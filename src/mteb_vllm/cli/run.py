@@ -6,14 +6,24 @@ import argparse
 import os
 import sys
 
-from .common import EXIT_ERROR, EXIT_OK, common_parser, engine_kwargs, engine_parser, fmt, model_parser, print_rows, \
-    resolve_model_args
+from .common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    common_parser,
+    engine_kwargs,
+    engine_parser,
+    fleet_parser,
+    fmt,
+    model_parser,
+    print_rows,
+    resolve_model_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run", parents=[model_parser("embedding model: HF id or local path (default: the packaged "
-                                     "all-MiniLM-L6-v2)"), engine_parser(), common_parser()],
+                                     "all-MiniLM-L6-v2)"), engine_parser(), fleet_parser(), common_parser()],
         help="evaluate an embedding model (default: packaged MiniLM on the demo tasks)")
     run.add_argument("--tasks", nargs="+", help="mteb task names (default: the bundled demo tasks; with "
                                                 "--benchmark: the benchmark's tasks to run)")
@@ -37,11 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     model, name = resolve_model_args(args)
     tasks = select_tasks(args.tasks, args.benchmark)
     output = check_writable_folder(args.output_folder)
-    check_engine_fit(args.tensor_parallel_size)
+    check_engine_fit(args.tensor_parallel_size, args.endpoints)
     check_task_data(tasks)
     kwargs = engine_kwargs(args)
     revision = kwargs.pop("revision", None)
-    with VllmEncoderWrapper(model, revision, model_name=name, lazy_start=True,
+    with VllmEncoderWrapper(model, revision, model_name=name, lazy_start=True, endpoints=args.endpoints,
                             ignore_prompt_errors=args.ignore_prompt_errors, **kwargs) as encoder:
         meta = encoder.mteb_model_meta
         print(f"{meta.name} @ {meta.revision}, {encoder.dtype}: {len(tasks)} task(s)", flush=True)
