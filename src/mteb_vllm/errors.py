@@ -14,7 +14,11 @@ class MtebVllmError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class EngineArgumentError(MtebVllmError, ValueError):
+class UsageError(MtebVllmError, ValueError):
+    """The call or command line names something wrong (a value, a path, a name); the CLI exits with 2."""
+
+
+class EngineArgumentError(UsageError):
     """An engine argument has a wrong type or value; the message names the argument."""
 
 
@@ -34,11 +38,11 @@ class EngineStartError(MtebVllmError, RuntimeError):
     """vLLM failed to start; the message keeps vLLM's reason and adds the likely fix."""
 
 
-class MissingScoreHeadError(MtebVllmError, ValueError):
+class MissingScoreHeadError(UsageError):
     """A model used as a reranker has neither a classification head nor a score template."""
 
 
-class RemoteCodeError(MtebVllmError, ValueError):
+class RemoteCodeError(UsageError):
     """The checkpoint ships its own modelling code and the user did not allow running it."""
 
 
@@ -50,7 +54,7 @@ class InvalidInputError(MtebVllmError, TypeError):
     """An input text is not a string (or not valid Unicode); the message names its position and type."""
 
 
-class UnsafeNameError(MtebVllmError, ValueError):
+class UnsafeNameError(UsageError):
     """A model, revision or task name would build a results path outside the output folder."""
 
 

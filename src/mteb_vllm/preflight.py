@@ -25,9 +25,11 @@ class PreflightError(MtebVllmError, RuntimeError):
 
 def check_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
     """Create ``path`` if needed and prove a file can be written in it (the probe is removed again)."""
+    from .errors import UsageError
+
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise PreflightError(f"the {what} {str(folder)!r} is an existing file, not a folder; pass another path")
+        raise UsageError(f"the {what} {str(folder)!r} is an existing file, not a folder; pass another path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".mteb-vllm-write-test-{uuid.uuid4().hex}"
@@ -111,13 +113,16 @@ def check_task_data(tasks: list[Any]) -> None:
 
 def check_model_files(model: str, revision: str | None = None) -> None:
     """The model's config can be read: a folder with config.json, or a hub id that is cached or reachable."""
-    from .model_config import config_json, is_local_path
+    from .errors import UsageError
+    from .model_config import check_model_exists, config_json, is_local_path
 
+    if is_local_path(model):
+        check_model_exists(model)  # ModelNotFoundError when the folder is not there
     if config_json(model, revision) is not None:
         return
     if is_local_path(model):
-        raise PreflightError(f"{model!r} has no readable config.json; pass the folder of a Hugging Face "
-                             "checkpoint (the one with config.json and the weights)")
+        raise UsageError(f"{model!r} has no readable config.json; pass the folder of a Hugging Face "
+                         "checkpoint (the one with config.json and the weights)")
     where = "in the local cache (HF_HUB_OFFLINE is set)" if _offline() else "in the local cache or on the hub"
     raise PreflightError(f"model {model!r} was not found {where}; check the id, your network, or pass a local "
                          "folder")
@@ -127,12 +132,8 @@ def check_engine_fit(tensor_parallel_size: int, endpoints: list[str] | None = No
     """Engine arguments that cannot work on this machine, refused before an engine is started."""
     if endpoints:
         return
-    from .errors import EngineArgumentError
     from .hardware import core_groups
     from .precision import engine_runs_on_cpu
 
     if tensor_parallel_size > 1 and engine_runs_on_cpu():
-        try:
-            core_groups(tensor_parallel_size)
-        except EngineArgumentError as exc:
-            raise PreflightError(str(exc)) from None
+        core_groups(tensor_parallel_size)  # EngineArgumentError (a usage error) when the cores do not suffice

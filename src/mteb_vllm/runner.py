@@ -101,7 +101,7 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
             try:
                 outcome = _evaluate_one(mteb, model, task, cache, overwrite, show_progress_bar)
             except Exception as exc:
-                if stop_on_error:
+                if stop_on_error or isinstance(exc, _fatal_errors()):
                     raise
                 logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
                 logger.debug("traceback", exc_info=True)
@@ -113,6 +113,14 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
     summary.dtype = _dtype(model)
     summary.revision = model.mteb_model_meta.revision
     return summary
+
+
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors that would fail every later task the same way (the engine or the model, not this task's data):
+    the run stops at the first one instead of repeating it for every remaining task."""
+    from .errors import EngineStartError, ModelNotFoundError, NonFiniteOutputError
+
+    return (ImportError, MemoryError, EngineStartError, ModelNotFoundError, NonFiniteOutputError)
 
 
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import check_path_name
-from .errors import MtebVllmError
+from .errors import UsageError
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
 
 
-class TaskSelectionError(MtebVllmError, KeyError):
+class TaskSelectionError(UsageError, KeyError):
     """A task or benchmark name that mteb does not know, or a selection that makes no sense."""
 
     def __str__(self) -> str:  # KeyError would print the message in quotes

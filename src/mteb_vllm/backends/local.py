@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from ..model_config import (
 )
 from ..precision import resolve_dtype
 from ..process_state import StartGuard, restore_environ
+from ..reaper import Reaper, current_child_pids, engine_child_pids
 from .base import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,8 @@ class LocalVllmBackend:
         self.start_seconds = 0.0
         self.in_process = False
         self.mode_reason = ""
+        self._reaper: Reaper | None = None
+        self._ipc_dir: str | None = None
         model = check_model_exists(config.model)
         local = is_local_path(model)
         revision = None if local else (hub_commit(model, config.revision) or config.revision)
@@ -233,6 +237,14 @@ class LocalVllmBackend:
         if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         self.engine_args, env = self.engine_arguments()
+        children_before: set[int] = set()
+        if not self.in_process:
+            # Worker processes talk over IPC socket files; a private folder keeps them out of the shared temp
+            # folder and lets close() (or the reaper, if this process is killed) remove every one of them.
+            self._ipc_dir = _private_ipc_dir()
+            env["VLLM_RPC_BASE_PATH"] = self._ipc_dir
+            self._reaper = Reaper(self._ipc_dir)
+            children_before = current_child_pids()
         os.environ.update(env)  # for the start only: StartGuard puts the caller's environment back
         if self.on_cpu:
             tune_cpu_allocator()
@@ -247,7 +259,10 @@ class LocalVllmBackend:
         try:
             llm = _import_vllm()[0].LLM(**self.engine_args)
         except Exception as exc:  # vLLM raises many types; keep its message, add the fix
+            self._release_reaper(kill_children_since=children_before if self._reaper is not None else None)
             raise self._explain_start_failure(exc) from exc
+        if self._reaper is not None:
+            self._reaper.watch(engine_child_pids(children_before))
         self.start_seconds = time.perf_counter() - started
         LocalVllmBackend._live += 1
         model_config = llm.llm_engine.model_config
@@ -281,6 +296,17 @@ class LocalVllmBackend:
         elif "dtype" in low or "bfloat16" in low or "float16" in low:
             hint = " Try dtype='float32' on CPU or 'bfloat16' on GPU."
         return EngineStartError(f"vLLM failed to start for {self.config.model!r}: {text}.{hint}")
+
+    def _release_reaper(self, kill_children_since: set[int] | None = None) -> None:
+        """After the engine's own shutdown (or a failed start): stop the sidecar and remove the IPC folder.
+        After a failed start, engine processes vLLM left behind are terminated first."""
+        if kill_children_since is not None:
+            from ..reaper import terminate
+
+            terminate(engine_child_pids(kill_children_since))
+        if self._reaper is not None:
+            self._reaper.release()
+            self._reaper = None
 
     @property
     def info(self) -> BackendInfo:
@@ -386,6 +412,7 @@ class LocalVllmBackend:
             logger.debug("engine core shutdown failed", exc_info=True)
         del llm
         gc.collect()
+        self._release_reaper()
         if LocalVllmBackend._live == 0:
             try:
                 from vllm.distributed import cleanup_dist_env_and_memory
@@ -394,6 +421,21 @@ class LocalVllmBackend:
             except Exception:
                 logger.debug("vLLM cleanup failed", exc_info=True)
         self._guard.after_close()
+
+
+#: Unix socket paths hold at most 107 bytes (sun_path); vLLM appends "/<uuid4>" (37) to its base folder.
+_IPC_BASE_MAX = 107 - 37 - len("mteb-vllm-ipc-xxxxxxxx") - 2
+
+
+def _private_ipc_dir() -> str:
+    """A fresh folder for vLLM's IPC socket files, in the temp folder, or a shorter one if its path is too long
+    for a socket address (a deep ``TMPDIR`` made every multiprocess start fail with a ZMQError)."""
+    candidates = [tempfile.gettempdir(), "/tmp", "/dev/shm"]
+    for base in candidates:
+        if len(base) <= _IPC_BASE_MAX and os.path.isdir(base) and os.access(base, os.W_OK):
+            return tempfile.mkdtemp(prefix="mteb-vllm-ipc-", dir=base)
+    raise EngineStartError(f"no temp folder with a path short enough for vLLM's IPC sockets (tried {candidates}); "
+                           "set TMPDIR to a short path such as /tmp")
 
 
 def _vllm_version() -> str:

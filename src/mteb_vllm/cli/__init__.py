@@ -34,22 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean the command line is wrong (exit code 2), as opposed to a run that failed (1)."""
-    from ..errors import (
-        EngineArgumentError,
-        MissingScoreHeadError,
-        ModelNotFoundError,
-        RemoteCodeError,
-        UnsafeNameError,
-    )
-    from ..tasks import TaskSelectionError
+    from ..errors import ModelNotFoundError, UsageError
 
-    return (EngineArgumentError, TaskSelectionError, UnsafeNameError, ModelNotFoundError, RemoteCodeError,
-            MissingScoreHeadError)
+    return (UsageError, ModelNotFoundError)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM ends the run like Ctrl-C does: ``with`` blocks close their engines on the way out."""
-    raise KeyboardInterrupt(f"signal {signum}")
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM or Ctrl-C: stop now, keep what is saved, leave no engine process behind.
+
+    Why not unwind with KeyboardInterrupt: raised at an arbitrary point inside vLLM's start-up handshake, it was
+    swallowed there and the client then waited forever for an engine that would never report ready. Every
+    finished task's results are already on disk (mteb writes them per task; a half-written file is evaluated
+    again on the rerun), so the engine's processes are terminated and this process exits at once.
+    """
+    from ..reaper import SIDECARS, current_child_pids, terminate
+
+    print(f"\nmteb-vllm: interrupted ({signal.Signals(signum).name}); finished tasks are saved, run the same "
+          "command again to resume", file=sys.stderr, flush=True)
+    try:
+        sys.stdout.flush()
+    except Exception:  # a closed pipe: nothing left to flush
+        pass
+    terminate(sorted(current_child_pids() - SIDECARS))  # the sidecars remove the IPC files once this exits
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,17 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
         from ..gc_pause import paused_gc
 
         with paused_gc():  # every command imports mteb first: 2.5 s with the collector running, 2.0 s paused
             import mteb  # noqa: F401
         return args.func(args)
-    except KeyboardInterrupt:
-        print("mteb-vllm: interrupted; finished tasks are saved, run the same command again to resume",
-              file=sys.stderr)
-        return 130
     except Exception as exc:  # one line; the traceback only with --verbose
         if verbose:
             logging.getLogger("mteb_vllm").exception("failed")
@@ -86,5 +89,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mteb-vllm: error: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, _usage_errors()) else EXIT_ERROR
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

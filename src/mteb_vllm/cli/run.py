@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..encoder import VllmEncoderWrapper
-    from ..preflight import check_engine_fit, check_task_data, check_writable_folder
+    from ..preflight import check_engine_fit, check_model_files, check_task_data, check_writable_folder
     from ..runner import run_tasks
     from ..tasks import select_tasks
 
@@ -48,9 +48,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks = select_tasks(args.tasks, args.benchmark)
     output = check_writable_folder(args.output_folder)
     check_engine_fit(args.tensor_parallel_size, args.endpoints)
-    check_task_data(tasks)
     kwargs = engine_kwargs(args)
     revision = kwargs.pop("revision", None)
+    check_model_files(model, revision)
+    check_task_data(tasks)
     with VllmEncoderWrapper(model, revision, model_name=name, lazy_start=True, endpoints=args.endpoints,
                             ignore_prompt_errors=args.ignore_prompt_errors, **kwargs) as encoder:
         meta = encoder.mteb_model_meta

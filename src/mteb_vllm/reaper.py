@@ -1,0 +1,182 @@
+"""Engine processes never outlive the process that started them.
+
+Why: in vLLM's multiprocess mode (chosen on CPU for tensor parallelism or when a module breaks the in-process
+start, and on GPUs) the engine core and its workers are separate processes holding gigabytes. When the
+process that started them is killed with SIGKILL, nothing tells them: they were seen spinning for an hour,
+reparented to PID 1, with 1.5 GB each. vLLM's engine core does not watch its parent.
+
+A :class:`Reaper` is a tiny sidecar process (standard library only, so it starts in milliseconds) that holds
+the read end of a pipe whose write end only the parent has. When the parent exits in any way, the pipe
+reaches end-of-file; unless the parent said "done" first (an orderly shutdown, which stops the engine
+itself), the reaper terminates the engine processes it was told about (SIGTERM, then SIGKILL after a grace
+period) and removes the folder of vLLM's IPC socket files.
+
+    python -m mteb_vllm.reaper PARENT_PID [IPC_DIR]   (started by Reaper; reads "pid N" / "done" lines)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 3.0
+
+#: PIDs of the sidecars this process started and has not released (they must outlive a crash of this process).
+SIDECARS: set[int] = set()
+
+
+class Reaper:
+    """Start the sidecar right before the engine starts; :meth:`watch` hands it the engine's PIDs once it is up
+    (until then the sidecar notes every new child of this process itself); :meth:`release` after a clean close."""
+
+    def __init__(self, ipc_dir: str | None = None):
+        self.ipc_dir = ipc_dir
+        args = [sys.executable, "-m", "mteb_vllm.reaper", str(os.getpid())] + ([ipc_dir] if ipc_dir else [])
+        # Its own session: a Ctrl-C sent to the terminal's process group must not kill it before the engine.
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True, text=True, close_fds=True)
+        SIDECARS.add(self._proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def watch(self, pids: list[int]) -> None:
+        """Processes to terminate if this process dies before :meth:`release`."""
+        if self._proc.stdin is None or self._proc.stdin.closed:
+            return
+        try:
+            for pid in pids:
+                self._proc.stdin.write(f"pid {pid}\n")
+            self._proc.stdin.write("started\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):  # the sidecar is gone; nothing to hand over
+            logger.debug("reaper sidecar not reachable", exc_info=True)
+
+    def release(self) -> None:
+        """The engine was shut down in order: the sidecar exits without killing anything."""
+        try:
+            if self._proc.stdin is not None and not self._proc.stdin.closed:
+                self._proc.stdin.write("done\n")
+                self._proc.stdin.close()
+            self._proc.wait(timeout=10)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+        SIDECARS.discard(self._proc.pid)
+        if self.ipc_dir:
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+
+def engine_child_pids(before: set[int]) -> list[int]:
+    """This process's descendants that were not there in ``before`` (the engine's processes)."""
+    try:
+        import psutil
+    except ImportError:  # psutil comes with vLLM; without it, nothing can be watched
+        return []
+    children = psutil.Process().children(recursive=True)
+    return [p.pid for p in children if p.pid not in before]
+
+
+def current_child_pids() -> set[int]:
+    try:
+        import psutil
+    except ImportError:
+        return set()
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def terminate(pids: list[int]) -> None:
+    """SIGTERM, a grace period, then SIGKILL for whatever is still alive."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+        if not any(_alive(p) for p in pids):
+            return
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live descendant of ``root``, from /proc (Linux); empty elsewhere."""
+    parents: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
+def _main(argv: list[str]) -> int:
+    """Watch the parent: while its engine starts, note every process it gains (a kill during the start must not
+    orphan half an engine); afterwards keep the PIDs it reports; at end-of-pipe without "done", reap them."""
+    import threading
+
+    parent = int(argv[0])
+    ipc_dir = argv[1] if len(argv) > 1 else None
+    before = _descendants(parent) | {os.getpid()}
+    pids: set[int] = set()
+    state = {"started": False, "released": False, "eof": False}
+
+    def read() -> None:
+        for line in sys.stdin:  # ends when the parent is gone (or closed its end after "done")
+            words = line.split()
+            if words[:1] == ["pid"] and len(words) == 2 and words[1].isdigit():
+                pids.add(int(words[1]))
+            elif words[:1] == ["started"]:
+                state["started"] = True
+            elif words[:1] == ["done"]:
+                state["released"] = True
+                break
+        state["eof"] = True
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while not state["eof"]:
+        if not state["started"]:
+            pids.update(_descendants(parent) - before)
+        reader.join(0.2)
+    if not state["released"]:
+        terminate(sorted(pids))
+        if ipc_dir:
+            shutil.rmtree(ipc_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the parent's end-of-pipe ends the watch
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,362 @@
+"""Hostile and careless input, one regression test per case found on a fresh install (issue 10).
+
+Each case failed once: a crash, a hang, a leak or a silently wrong answer. Logic cases run on the FakeBackend
+or stop before any engine; cases that need real processes (signals, orphans, the multiprocess engine, threads
+on the real engine) are marked ``engine``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mteb.mocks.mock_tasks.reranking import MockRerankingTask
+from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+from mteb_vllm import VllmCrossEncoderWrapper, VllmEncoderWrapper
+from mteb_vllm.cli import main
+from mteb_vllm.errors import (
+    EngineArgumentError,
+    InvalidInputError,
+    MissingScoreHeadError,
+    RemoteCodeError,
+    UnsafeNameError,
+)
+from mteb_vllm.testing import FakeBackend
+
+STS = MockSTSTask().metadata
+RERANKING = MockRerankingTask().metadata
+CLI = [sys.executable, "-m", "mteb_vllm.cli"]
+
+
+def _encode(wrapper, texts, meta=STS):
+    return wrapper.encode([{"text": texts}], task_metadata=meta, hf_split="test", hf_subset="default")
+
+
+def _fake_encoder():
+    backend = FakeBackend()
+    return VllmEncoderWrapper("fake/encoder", backend=backend), backend
+
+
+# --- checked too late: now refused before any engine starts, in one line ------------------------------------
+def test_output_folder_that_is_a_file_or_cannot_be_written(tmp_path, capsys):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    assert main(["run", "--output-folder", str(a_file)]) == 2
+    assert "is an existing file, not a folder" in capsys.readouterr().err
+    assert main(["run", "--output-folder", str(a_file / "sub")]) == 1  # a folder that cannot be created
+    assert "cannot be written" in capsys.readouterr().err
+    assert main(["run", "--output-folder", "/proc/self"]) == 1  # an existing folder nothing can be written to
+    err = capsys.readouterr().err
+    assert "cannot be written" in err and "Traceback" not in err
+
+
+def test_a_task_whose_data_cannot_be_had_offline_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))  # nothing cached there
+    assert main(["run", "--tasks", "STS12", "--output-folder", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err  # one line
+    assert "STS12: dataset mteb/sts12-sts" in err and "HF_HUB_OFFLINE" in err and "Connect to the network" in err
+
+
+def test_preflight_failures_come_before_vllm_is_imported(tmp_path):
+    """The CLI's checks run in a fresh process and must not have imported vLLM when they fail."""
+    script = textwrap.dedent(f"""
+        import sys
+        from mteb_vllm.cli import main
+        codes = [main(["run", "--output-folder", {str(tmp_path / "file")!r}]),
+                 main(["run", "--tasks", "STS12", "--output-folder", {str(tmp_path / "out")!r}]),
+                 main(["run", "--tasks", "NoSuchTask", "--output-folder", {str(tmp_path / "out")!r}]),
+                 main(["run", "--tensor-parallel-size", "64", "--output-folder", {str(tmp_path / "out")!r}])]
+        print(codes, "vllm" in sys.modules)
+    """)
+    (tmp_path / "file").write_text("x")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert proc.stdout.strip().splitlines()[-1] == "[2, 1, 2, 2] False", proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "did you mean" in proc.stderr.lower() or "not found" in proc.stderr  # mteb's suggestion is kept
+
+
+def test_an_embedding_checkpoint_is_refused_as_a_reranker(minilm_path, capsys, tmp_path):
+    with pytest.raises(MissingScoreHeadError, match=r"no classification head \(BertModel\).*VllmEncoderWrapper"):
+        VllmCrossEncoderWrapper(minilm_path, backend="fake")
+    assert main(["rerank", "--model", minilm_path, "--output-folder", str(tmp_path)]) == 2
+    assert "no classification head" in capsys.readouterr().err
+    VllmCrossEncoderWrapper(minilm_path, backend="fake", template=__import__(
+        "mteb_vllm.templates", fromlist=["QWEN3_RERANKER"]).QWEN3_RERANKER)  # a template makes it an LLM reranker
+
+
+def test_more_tensor_parallel_ranks_than_cores_is_refused(capsys, tmp_path):
+    assert main(["run", "--tensor-parallel-size", str(os.cpu_count() * 8), "--output-folder", str(tmp_path)]) == 2
+    assert "needs at least one CPU core per rank" in capsys.readouterr().err
+
+
+# --- silently wrong: now an error that names the input, or the right answer ----------------------------------
+@pytest.mark.parametrize("bad,kind", [(None, "NoneType"), (5, "int"), (b"abc", "bytes")])
+def test_non_strings_are_refused_with_their_position(bad, kind):
+    encoder, backend = _fake_encoder()
+    with pytest.raises(InvalidInputError, match=rf"input 2 is {kind} .*not str"):
+        _encode(encoder, ["a", "b", bad])
+    with pytest.raises(InvalidInputError, match=rf"text 1 is {kind}"):
+        encoder.embed_texts(["a", bad])
+    reranker = VllmCrossEncoderWrapper("fake/reranker", backend=backend)
+    with pytest.raises(InvalidInputError, match=rf"query 1 is {kind}"):
+        reranker.score_pairs(["q", bad], ["d", "d"])
+    with pytest.raises(InvalidInputError, match=rf"document 0 is {kind}"):
+        reranker.predict([{"text": ["q"]}], [{"text": [bad]}], task_metadata=RERANKING, hf_split="test",
+                         hf_subset="default")
+    assert backend.inputs_seen == 0  # refused before anything was computed
+
+
+def test_a_lone_surrogate_is_named():
+    encoder, _ = _fake_encoder()
+    with pytest.raises(InvalidInputError, match=r"input 1 is not valid Unicode .*position 3"):
+        _encode(encoder, ["fine", "abc\ud800"])
+    reranker = VllmCrossEncoderWrapper("fake/reranker", backend=FakeBackend())
+    with pytest.raises(InvalidInputError, match=r"document 0 is not valid Unicode"):
+        reranker.score_pairs(["q"], ["\udfff"])
+
+
+def test_empty_input_has_the_embedding_width():
+    encoder, backend = _fake_encoder()
+    assert encoder.embed_texts([]).shape == (0, backend.dim)
+    assert _encode(encoder, []).shape == (0, backend.dim)
+
+
+def test_benchmark_and_tasks_together_select_within_the_benchmark(capsys, tmp_path):
+    from mteb_vllm.tasks import TaskSelectionError, select_tasks
+
+    (task,) = select_tasks(["STS12"], "MTEB(eng, v2)")
+    assert task.metadata.name == "STS12"
+    with pytest.raises(TaskSelectionError, match="STS1 are not part of MTEB"):
+        select_tasks(["STS1"], "MTEB(eng, v2)")
+    assert main(["run", "--benchmark", "MTEB(eng, v2)", "--tasks", "STS1", "--output-folder", str(tmp_path)]) == 2
+
+
+def test_local_weights_under_a_registry_name_are_said_and_keep_their_hash(minilm_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        encoder = VllmEncoderWrapper(minilm_path, model_name="intfloat/e5-small", backend="fake")
+    assert "under mteb's registry name intfloat/e5-small" in caplog.text
+    assert encoder.mteb_model_meta.revision.startswith("local-")
+
+
+def test_parity_tolerance_must_be_a_non_negative_number(capsys):
+    for bad in ("-1", "nan"):
+        assert main(["parity", "--tolerance", bad]) == 2
+        assert "--tolerance must be a non-negative number" in capsys.readouterr().err
+
+
+def test_models_with_their_own_code_need_consent(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["X"], "auto_map": {"AutoModel": "m.X"}}')
+    with pytest.raises(RemoteCodeError, match="trust_remote_code=True .*--trust-remote-code"):
+        VllmEncoderWrapper(str(tmp_path), backend=FakeBackend())
+    wrapper = VllmEncoderWrapper(str(tmp_path), backend=FakeBackend(), trust_remote_code=True,
+                                 ignore_prompt_errors=True)
+    assert wrapper.config.trust_remote_code is True
+
+
+# --- leaks: names that would write outside the output folder ---------------------------------------------------
+def test_unsafe_names_never_become_paths():
+    encoder, _ = _fake_encoder()
+    for name in ("../../escape", "a/b", "..", "x\\y"):
+        with pytest.raises(UnsafeNameError, match="task name"):
+            _encode(encoder, ["a"], STS.model_copy(update={"name": name}))
+    for revision in ("../../x", "/abs", "a/../b", "x\\y", ""):
+        with pytest.raises(EngineArgumentError, match="revision must be"):
+            VllmEncoderWrapper("fake/encoder", revision=revision, backend=FakeBackend())
+    with pytest.raises(UnsafeNameError, match="model name"):
+        VllmEncoderWrapper("fake/encoder", model_name="..", backend=FakeBackend())
+
+
+# --- the real engine: threads, signals, orphans, the multiprocess mode -------------------------------------------
+@pytest.mark.engine
+def test_a_wrapper_shared_by_threads_gives_each_its_own_answer(minilm_encoder):
+    texts = {i: [f"thread {i} says sentence {j}" for j in range(60)] for i in range(3)}
+    expected = {i: minilm_encoder.embed_texts(t) for i, t in texts.items()}
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i):
+        try:
+            results[i] = minilm_encoder.embed_texts(texts[i])
+        except BaseException as exc:  # reported below, with the thread's own error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    for i in texts:
+        np.testing.assert_allclose(results[i], expected[i], atol=1e-6)
+    assert minilm_encoder.embed_texts(["still works"]).shape == (1, 384)
+
+
+def _engine_processes(root_pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(root_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cmdline(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def _write_task_module(folder: Path, n_pairs: int, n_tasks: int) -> Path:
+    """A module that registers generated STS tasks as demo tasks, so the real CLI can run them offline."""
+    module = folder / "generated_tasks.py"
+    module.write_text(textwrap.dedent(f"""
+        import numpy as np
+        from datasets import Dataset, DatasetDict
+        from mteb.abstasks.sts import AbsTaskSTS
+        from mteb.abstasks.task_metadata import TaskMetadata
+        from mteb_vllm.demo import DEMO_TASK_CLASSES, MtebVllmDemoSTS
+
+        WORDS = "time people year way day thing man world life hand part child eye woman place".split()
+
+        def make(index):
+            rng = np.random.default_rng(index)
+            rows = []
+            for _ in range({n_pairs}):
+                a = " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14))))
+                b = " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14))))
+                rows.append({{"sentence1": a, "sentence2": b, "score": float(rng.uniform(0, 5))}})
+
+            class Generated(AbsTaskSTS):
+                metadata = TaskMetadata(**{{**MtebVllmDemoSTS.metadata.model_dump(), "name": f"GeneratedSTS{{index}}",
+                                          "description": "generated"}})
+                min_score, max_score = 0, 5
+
+                def load_data(self, num_proc=None, **kwargs):
+                    self.dataset = DatasetDict({{"test": Dataset.from_list(rows)}})
+                    self.data_loaded = True
+
+            return Generated
+
+        for i in range({n_tasks}):
+            cls = make(i)
+            DEMO_TASK_CLASSES[cls.metadata.name] = cls
+    """))
+    return module
+
+
+@pytest.fixture
+def short_tmp():
+    """A temp folder with a short path for the CLI's TMPDIR (socket paths hold 107 bytes), checked for leftovers."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mvt-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """IPC socket files or folders an engine left in the temp folder."""
+    return [p for p in folder.rglob("*") if p.is_socket() or p.name.startswith("mteb-vllm-ipc-")]
+
+
+def _cli_with_generated_tasks(folder: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    code = ("import sys; sys.path.insert(0, %r); import generated_tasks; from mteb_vllm.cli import main; "
+            "raise SystemExit(main(%r))" % (str(folder), args))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("multiprocess", [False, True], ids=["in-process", "multiprocess"])
+def test_kill_9_leaves_no_engine_process_and_the_rerun_resumes(tmp_path, short_tmp, multiprocess):
+    """kill -9 of the CLI while it evaluates the second of three tasks: no engine process survives it, no IPC
+    socket file is left, and the rerun keeps the finished task and evaluates the other two."""
+    _write_task_module(tmp_path, n_pairs=1500, n_tasks=3)
+    out = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp)}
+    if multiprocess:
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    tasks = ["--tasks", "GeneratedSTS0", "GeneratedSTS1", "GeneratedSTS2", "--output-folder", str(out),
+             "--dtype", "float32"]
+    proc = _cli_with_generated_tasks(tmp_path, ["run", *tasks], env)
+    deadline = time.monotonic() + 300
+    while not list(out.rglob("GeneratedSTS0.json")):  # the kill point: the first task's result is on disk
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    engine = _engine_processes(proc.pid)
+    if multiprocess:
+        assert engine, "the multiprocess engine runs in child processes"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(10)
+    assert _alive(engine) == [], "engine processes outlived the killed CLI"
+    assert _leftovers(short_tmp) == []
+
+    rerun = _cli_with_generated_tasks(tmp_path, ["run", *tasks], env)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, output
+    assert "1 task(s) already done, 2 evaluated, 0 failed" in output
+    rows = {line.split()[0]: line.split()[-1] for line in output.splitlines() if line.startswith("GeneratedSTS")}
+    assert rows == {"GeneratedSTS0": "before", "GeneratedSTS1": "evaluated", "GeneratedSTS2": "evaluated"}
+
+
+@pytest.mark.engine
+def test_sigterm_stops_the_run_cleanly_and_success_exits_0(tmp_path, short_tmp):
+    """SIGTERM stops the engine and exits 143 with a resume hint; a normal multiprocess run exits 0 (it used
+    to abort with 'terminate called without an active exception', exit code 134) and leaves no socket file."""
+    _write_task_module(tmp_path, n_pairs=3000, n_tasks=1)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp),
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    done = _cli_with_generated_tasks(tmp_path, ["run", "--output-folder", str(tmp_path / "a")], env)
+    output, _ = done.communicate(timeout=600)
+    assert done.returncode == 0 and "terminate called" not in output, output
+    assert _leftovers(short_tmp) == []
+
+    proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
+                                                str(tmp_path / "b"), "--overwrite"], env)
+    deadline = time.monotonic() + 300
+    engine: list[int] = []
+    while not engine:  # wait for the engine core process
+        engine = [p for p in _engine_processes(proc.pid) if "EngineCore" in _cmdline(p)]
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    engine = _engine_processes(proc.pid)
+    time.sleep(2)
+    os.kill(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted (SIGTERM); finished tasks are saved" in output
+    time.sleep(2)
+    assert _alive(engine) == []
+    assert _leftovers(short_tmp) == []
