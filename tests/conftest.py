@@ -44,6 +44,13 @@ def bert_cross_encoder_path(tiny_dir, minilm_path):
 
 
 @pytest.fixture(scope="session")
+def bert_two_label_path(tiny_dir, minilm_path):
+    from tiny_models import bert_cross_encoder
+
+    return str(bert_cross_encoder(tiny_dir / "bert-two-label", minilm_path, seed=3, num_labels=2))
+
+
+@pytest.fixture(scope="session")
 def qwen3_reranker_path(tiny_dir, minilm_path):
     from tiny_models import qwen3_reranker_model
 

@@ -37,6 +37,8 @@ def test_bench_small_configuration(minilm_path, tmp_path):
     assert {("vllm", "float32"), ("st", "float32"), ("mteb-builtin", "float32")} - skipped == \
         {("vllm", "float32"), ("st", "float32"), ("mteb-builtin", "float32")}
     assert all(s["reason"] for s in data["skipped"])  # a skip always says why
+    assert all("emulated" in s["reason"] for s in data["skipped"])  # only a precision the CPU lacks is skipped
+    assert data["failed"] == []  # a backend that crashed fails the run; it is never counted as a skip
     for p in data["points"]:
         assert p["tokens_per_s"] > 0 and p["latency_ms_p50"] > 0 and 0 < p["peak_fraction"] < 2
     assert data["matmul_peak_gflops"]["float32"] > 0

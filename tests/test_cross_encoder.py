@@ -32,17 +32,20 @@ def test_scores_follow_the_pairs_and_duplicates_are_scored_once():
     assert scores[0] == scores[3] and scores[0] > scores[1]  # the fake scores word overlap of the two segments
 
 
-def test_only_the_document_is_cut_and_every_cut_is_counted():
-    reranker, backend = _reranker(max_model_len=40)
-    query = "which river"
-    scores = reranker.score_pairs([query, query], ["short doc", "water " * 100])
-    assert np.isfinite(scores).all() and reranker.truncated == 1
-    tok = byte_tokenizer()
+def test_long_pairs_are_cut_longest_first_and_every_cut_is_counted():
+    """As sentence-transformers' CrossEncoder (truncation=True): tokens come off the longer side first."""
     from mteb_vllm.tokenizing import tokenize_pairs
 
-    (short, long_), report = tokenize_pairs(tok, [query, query], ["short doc", "water " * 100], 40)
-    assert len(long_) == 40 and report.truncated == 1
-    assert tok.decode(long_.token_ids[: long_.second_segment_start]).count("which river") == 1
+    reranker, backend = _reranker(max_model_len=40)
+    short_query, long_query = "which river", "q" * 60
+    scores = reranker.score_pairs([short_query, short_query, long_query], ["short doc", "water " * 100, "d" * 10])
+    assert np.isfinite(scores).all() and reranker.truncated == 2
+    tok = byte_tokenizer()
+    (_, doc_cut, query_cut), report = tokenize_pairs(tok, [short_query, short_query, long_query],
+                                                     ["short doc", "water " * 100, "d" * 10], 40)
+    assert [len(doc_cut), len(query_cut)] == [40, 40] and report.truncated == 2
+    assert tok.decode(doc_cut.token_ids[: doc_cut.second_segment_start]).count("which river") == 1  # query kept
+    assert tok.decode(query_cut.token_ids[query_cut.second_segment_start:]).count("d") == 10  # document kept
 
 
 def test_lengths_must_match_and_empty_is_empty():

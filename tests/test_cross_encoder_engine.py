@@ -148,3 +148,43 @@ def test_instruction_needs_a_template_and_lengths_must_match(bert_reranker, bert
         VllmCrossEncoderWrapper(bert_cross_encoder_path, instruction="Find it")
     with pytest.raises(MtebVllmError, match="got 1 instructions for 2 queries"):
         bert_reranker.score_pairs(["a", "b"], ["c", "d"], ["only one"])
+
+
+def _half_budget_pairs(tokenizer, n=12, seed=5):
+    """Queries that take about half of the 512-token budget, documents far longer than the rest."""
+    rng = np.random.default_rng(seed)
+    words = "river mountain music code data search engine vector model passage query cat dog".split()
+    queries = [" ".join(rng.choice(words, size=int(rng.integers(230, 280)))) for _ in range(n)]
+    docs = [" ".join(rng.choice(words, size=int(rng.integers(400, 900)))) for _ in range(n)]
+    lengths = [len(tokenizer(q)["input_ids"]) for q in queries]
+    assert 200 < min(lengths) and max(lengths) < 300  # the premise: each query is about half of 512
+    return queries, docs
+
+
+def test_pairs_whose_query_takes_half_the_budget_score_as_sentence_transformers(bert_reranker,
+                                                                                 bert_cross_encoder_path):
+    """Truncation of long pairs follows the reference: sentence-transformers' CrossEncoder tokenizes pairs with
+    truncation=True, which is longest-first (tokens come off the longer side until both fit)."""
+    from sentence_transformers import CrossEncoder
+
+    queries, docs = _half_budget_pairs(bert_reranker.backend.tokenizer)
+    before = bert_reranker.truncated
+    ours = bert_reranker.score_pairs(queries, docs)
+    ref = CrossEncoder(bert_cross_encoder_path, device="cpu").predict(list(zip(queries, docs)), batch_size=4)
+    assert bert_reranker.truncated - before == len(queries)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_a_two_label_head_scores_p_relevant_as_sentence_transformers(bert_two_label_path):
+    """Two-label rerankers ([not relevant, relevant]): our score is the softmax probability of "relevant", the
+    reference's logits under the same softmax."""
+    from sentence_transformers import CrossEncoder
+
+    queries, docs = _pairs(60, seed=3)
+    with VllmCrossEncoderWrapper(bert_two_label_path, dtype="float32") as reranker:
+        ours = reranker.score_pairs(queries, docs)
+    logits = CrossEncoder(bert_two_label_path, device="cpu").predict(list(zip(queries, docs)), batch_size=16)
+    assert logits.shape == (60, 2)
+    ref = np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+    assert ref.std() > 0.01
+    np.testing.assert_allclose(ours, ref, atol=1e-4)

@@ -128,3 +128,39 @@ def test_non_text_task_is_refused(minilm_encoder):
     with pytest.raises(UnsupportedTaskError, match="text only"):
         minilm_encoder.encode([{"image": [object()]}], task_metadata=MockSTSTask().metadata, hf_split="test",
                               hf_subset="default")
+
+
+def test_texts_longer_than_the_context_score_as_sentence_transformers(minilm_encoder, minilm_path):
+    """MiniLM reads 256 tokens; longer texts are cut exactly where sentence-transformers cuts them."""
+    from sentence_transformers import SentenceTransformer
+
+    rng = np.random.default_rng(7)
+    words = "the a cat dog model vector search engine query passage river mountain music code data".split()
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(300, 2000)))) for _ in range(20)]
+    before = minilm_encoder.stats.truncated
+    ours = minilm_encoder.embed_texts(texts)
+    assert minilm_encoder.stats.truncated - before == 20
+    ref = SentenceTransformer(minilm_path, device="cpu").encode(texts, batch_size=8)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.99999
+
+
+def test_the_default_constructor_picks_the_native_precision_and_keeps_the_scores(minilm_path):
+    """What a user gets with no arguments: dtype "auto" resolves by the precision policy (bfloat16 on a CPU that
+    computes it natively, else float32), it is recorded in the results, and the demo scores stay within
+    5e-3 of the float32 reference."""
+    from mteb_vllm.parity import reference_model
+    from mteb_vllm.precision import engine_runs_on_cpu, resolve_dtype
+    from mteb_vllm.resolve import registry_meta
+
+    expected = resolve_dtype("auto", on_cpu=engine_runs_on_cpu()).dtype
+    with VllmEncoderWrapper(minilm_path) as encoder:
+        assert encoder.dtype == expected and encoder.mteb_model_meta.experiment_kwargs == {"dtype": expected}
+        ours = {r.task_name: r.get_score() for r in mteb.evaluate(
+            encoder, demo_tasks(), cache=None, show_progress_bar=False).task_results}
+    meta = registry_meta("sentence-transformers/all-MiniLM-L6-v2")
+    reference = reference_model(minilm_path, meta, cross_encoder=False)
+    ref = {r.task_name: r.get_score() for r in mteb.evaluate(
+        reference, demo_tasks(), cache=None, show_progress_bar=False).task_results}
+    for task, score in ref.items():
+        assert abs(ours[task] - score) <= 5e-3, (task, ours[task], score)

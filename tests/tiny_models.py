@@ -64,15 +64,17 @@ def qwen3_reranker_model(dst: Path, tokenizer_src: str | Path, seed: int = 1) ->
     return dst
 
 
-def bert_cross_encoder(dst: Path, tokenizer_src: str | Path, seed: int = 2) -> Path:
-    """A BERT sequence classifier with one label, the shape of ms-marco-MiniLM cross-encoders."""
+def bert_cross_encoder(dst: Path, tokenizer_src: str | Path, seed: int = 2, num_labels: int = 1) -> Path:
+    """A BERT sequence classifier with one label (the shape of ms-marco-MiniLM cross-encoders), or two
+    (not relevant / relevant, as NLI-style rerankers have)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
     dst.mkdir(parents=True, exist_ok=True)
     config = BertConfig(vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                        num_attention_heads=4, max_position_embeddings=512, num_labels=1, initializer_range=0.2)
+                        num_attention_heads=4, max_position_embeddings=512, num_labels=num_labels,
+                        initializer_range=0.2)
     model = BertForSequenceClassification(config).eval()
     with torch.no_grad():  # spread the scores so that "same ranking" is a real check
         model.classifier.weight.mul_(0.2)

@@ -153,7 +153,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
                                                 [t[2] for t in unique], [t[0] for t in unique], max_len)
         else:
             tokens, report = tokenize_pairs(tokenizer, [t[1] for t in unique], [t[2] for t in unique], max_len)
-        report.log("pairs (document side cut)", self.mteb_model_meta.name)
+        report.log("pairs", self.mteb_model_meta.name)
         pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores")
         scores = self._to_scores(pooled)
         self.pairs_scored += len(unique)

@@ -94,9 +94,12 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list
 
 def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len: int,
                    ) -> tuple[list[TokenizedInput], TruncationReport]:
-    """Cross-encoder inputs ``[CLS] q [SEP] d [SEP]`` (with token type ids), cutting the document side.
+    """Cross-encoder inputs ``[CLS] q [SEP] d [SEP]`` with token type ids, truncated as the reference does.
 
-    The query is only cut when it alone does not fit; such pairs are counted among the truncated too.
+    sentence-transformers' ``CrossEncoder`` (mteb's reference for these models) tokenizes pairs with
+    ``truncation=True``, which is longest-first: tokens come off the longer side, one at a time, until the pair
+    fits. Usually that is the document; a query longer than the document loses tokens too. Doing the same keeps
+    scores of long pairs equal to the reference (tested with queries that take half the budget).
     """
     report = TruncationReport(total=len(first), max_len=max_len)
     if not first:
@@ -107,17 +110,12 @@ def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len:
     if long_rows:
         report.truncated = len(long_rows)
         report.longest = max(len(ids[i]) for i in long_rows)
-        for i in long_rows:
-            try:
-                cut = tokenizer(first[i], second[i], truncation="only_second", max_length=max_len, verbose=False)
-            except Exception:
-                cut = None
-            if cut is None or len(cut["input_ids"]) > max_len:
-                # the query alone does not fit: cut both sides, longest first
-                cut = tokenizer(first[i], second[i], truncation="longest_first", max_length=max_len)
-            ids[i] = cut["input_ids"]
+        cut = tokenizer([first[i] for i in long_rows], [second[i] for i in long_rows], add_special_tokens=True,
+                        truncation="longest_first", max_length=max_len, verbose=False)
+        for j, i in enumerate(long_rows):
+            ids[i] = cut["input_ids"][j]
             if types is not None:
-                types[i] = cut["token_type_ids"]
+                types[i] = cut["token_type_ids"][j]
     filler = _fallback_token(tokenizer)
     out = []
     for i, row in enumerate(ids):
