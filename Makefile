@@ -4,7 +4,7 @@ VENV ?= .venv
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast bench
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -12,6 +12,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -v -rs
+
+# the logic tier: FakeBackend, no engine, no subprocess (seconds)
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -m "not engine and not slow"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/encode_throughput.py

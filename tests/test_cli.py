@@ -6,6 +6,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 def test_bad_model_path_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--model", "/no/such/dir",
                            "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -40,6 +41,7 @@ def test_rerank_prints_both_stages_and_saves_them(tmp_path, bert_cross_encoder_p
     assert len(list(tmp_path.rglob("MtebVllmDemoRetrieval.json"))) == 2
 
 
+@pytest.mark.slow
 def test_rerank_without_model_says_what_to_pass(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "rerank", "--output-folder", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)

@@ -68,6 +68,7 @@ def test_a_task_whose_data_cannot_be_had_offline_is_named(tmp_path, capsys, monk
     assert "STS12: dataset mteb/sts12-sts" in err and "HF_HUB_OFFLINE" in err and "Connect to the network" in err
 
 
+@pytest.mark.slow
 def test_preflight_failures_come_before_vllm_is_imported(tmp_path):
     """The CLI's checks run in a fresh process and must not have imported vLLM when they fail."""
     script = textwrap.dedent(f"""

@@ -59,10 +59,20 @@ class RunSummary:
 
 
 def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:
-    """The saved result of ``task`` for ``meta`` when it covers every split and subset, else None."""
+    """The saved result of ``task`` for ``meta`` when it covers every split and subset, else None.
+
+    A file that cannot be read (a run killed while mteb wrote it) is moved aside with a warning, so the task is
+    evaluated again instead of failing on it.
+    """
     try:
         existing = cache.load_task_result(task.metadata.name, meta)
-    except Exception:  # unreadable or from an incompatible mteb version: evaluate again
+    except Exception as exc:
+        path = cache.get_task_result_path(task.metadata.name, meta)
+        if path.exists():
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            path.rename(aside)
+            logger.warning("%s: the saved result %s cannot be read (%s); moved it to %s and evaluating the task "
+                           "again", task.metadata.name, path, exc, aside.name)
         return None
     if existing is None:
         return None
@@ -75,44 +85,69 @@ def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:
 
 def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | None = None,
               overwrite: bool = False, show_progress_bar: bool = True, stop_on_error: bool = False,
-              on_task: Any = None) -> RunSummary:
+              on_task: Any = None, workers: list[Any] | None = None,
+              worker_kwargs: dict[str, Any] | None = None) -> RunSummary:
     """Evaluate ``tasks`` one by one with ``model`` (an mteb model, e.g. our wrappers).
 
     Args:
         output_folder: mteb ``ResultCache`` folder; ``None`` keeps no files (and resumes nothing).
         overwrite: Evaluate every task again (mteb's "always"); default resumes ("only-missing").
         stop_on_error: Raise the first task error instead of recording it and going on.
-        on_task: Called with each :class:`TaskOutcome` as it is known (progress reporting, workers).
+        on_task: Called with each :class:`TaskOutcome` as it is known (progress reporting).
+        workers: :class:`~mteb_vllm.workers.WorkerPlan` per worker process; the missing tasks are then evaluated
+            there (each builds its own wrapper from ``worker_kwargs``), and ``model`` only decides what is done.
     """
-    import mteb
     from mteb.cache import ResultCache
 
     cache = ResultCache(str(output_folder)) if output_folder is not None else None
     meta = model.mteb_model_meta
     summary = RunSummary(model=meta.name, revision=meta.revision, dtype=_dtype(model), output_folder=(
         Path(output_folder) if output_folder is not None else None))
+    missing: list[AbsTask] = []
+    outcomes: dict[str, TaskOutcome] = {}
     for task in tasks:
-        name, metric = task.metadata.name, task.metadata.main_score
-        started = time.perf_counter()
-        existing = completed_result(cache, task, model.mteb_model_meta) if cache and not overwrite else None
+        existing = completed_result(cache, task, meta) if cache and not overwrite else None
         if existing is not None:
-            outcome = TaskOutcome(name, metric, "done before", _score(existing))
+            outcomes[task.metadata.name] = TaskOutcome(task.metadata.name, task.metadata.main_score, "done before",
+                                                       _score(existing))
+            if on_task is not None:
+                on_task(outcomes[task.metadata.name])
         else:
-            try:
-                outcome = _evaluate_one(mteb, model, task, cache, overwrite, show_progress_bar)
-            except Exception as exc:
-                if stop_on_error or isinstance(exc, _fatal_errors()):
-                    raise
-                logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
-                logger.debug("traceback", exc_info=True)
-                outcome = TaskOutcome(name, metric, "failed", error=f"{type(exc).__name__}: {exc}")
-            outcome.seconds = time.perf_counter() - started
-        summary.outcomes.append(outcome)
-        if on_task is not None:
-            on_task(outcome)
-    summary.dtype = _dtype(model)
+            missing.append(task)
+    if workers and missing:
+        from .workers import run_parallel
+
+        for outcome in run_parallel(missing, workers, dict(worker_kwargs or {}), output_folder=output_folder,
+                                    overwrite=overwrite, on_task=on_task):
+            outcomes[outcome.task] = outcome
+    else:
+        for task in missing:
+            outcome = _run_one(model, task, cache, overwrite, show_progress_bar, stop_on_error)
+            outcomes[task.metadata.name] = outcome
+            if on_task is not None:
+                on_task(outcome)
+    summary.outcomes = [outcomes[t.metadata.name] for t in tasks]
+    summary.dtype = _dtype(model) if not workers else summary.dtype
     summary.revision = model.mteb_model_meta.revision
     return summary
+
+
+def _run_one(model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool,
+             stop_on_error: bool) -> TaskOutcome:
+    import mteb
+
+    name, metric = task.metadata.name, task.metadata.main_score
+    started = time.perf_counter()
+    try:
+        outcome = _evaluate_one(mteb, model, task, cache, overwrite, progress)
+    except Exception as exc:
+        if stop_on_error or isinstance(exc, _fatal_errors()):
+            raise
+        logger.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+        logger.debug("traceback", exc_info=True)
+        outcome = TaskOutcome(name, metric, "failed", error=f"{type(exc).__name__}: {exc}")
+    outcome.seconds = time.perf_counter() - started
+    return outcome
 
 
 def _fatal_errors() -> tuple[type[BaseException], ...]:
@@ -124,12 +159,14 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
 
 
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:
-    before = _dtype(model)
+    before, meta_before = _dtype(model), model.mteb_model_meta
     strategy = "always" if overwrite else "only-missing"
     result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)
     if _dtype(model) != before:
         logger.warning("%s: the precision changed from %s to %s during the task; evaluating it again so all of "
                        "its scores come from %s", task.metadata.name, before, _dtype(model), _dtype(model))
+        if cache is not None:  # mteb filed the mixed-precision result under the old precision: it is not kept
+            cache.get_task_result_path(task.metadata.name, meta_before).unlink(missing_ok=True)
         result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always", show_progress_bar=progress)
     if result.exceptions:
         raise RuntimeError(str(result.exceptions[0]))

@@ -91,3 +91,37 @@ def task_cost(task: Any) -> float:
     if samples:
         return samples * 100.0
     return 1.0
+
+
+def order_by_cost(tasks: list[Any]) -> list[Any]:
+    """Largest first (ties by name): handed out in this order, the longest task never starts last."""
+    return sorted(tasks, key=lambda t: (-task_cost(t), t.metadata.name))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/N" (0-based i) -> (i, N), refusing anything else with a message that shows the form."""
+    index, sep, count = str(text).partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit() or int(count) < 1 \
+            or int(index) >= int(count):
+        raise TaskSelectionError(f"--shard takes i/N with 0 <= i < N (e.g. 0/4 ... 3/4 for four jobs), got {text!r}")
+    return int(index), int(count)
+
+
+def shard_tasks(tasks: list[Any], index: int, count: int) -> list[Any]:
+    """Shard ``index`` of ``count`` of a task list: a deterministic, cost-balanced split.
+
+    Why: SLURM arrays and Kubernetes indexed jobs start N independent drivers with nothing but their index;
+    each must compute the same split from the same task list, with shards of about equal work. Tasks are
+    dealt largest first, each to the shard with the least work so far (ties to the lowest index), so any N
+    gives disjoint shards that cover the list, whatever order the list came in.
+    """
+    if not 0 <= index < count:
+        raise TaskSelectionError(f"shard {index} of {count} does not exist (0 <= i < N)")
+    loads = [0.0] * count
+    mine = []
+    for task in order_by_cost(tasks):
+        target = min(range(count), key=lambda s: (loads[s], s))
+        loads[target] += task_cost(task)
+        if target == index:
+            mine.append(task)
+    return mine

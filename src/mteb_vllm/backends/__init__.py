@@ -39,6 +39,8 @@ def register_backend(name: str, target: str | Callable[..., Backend]) -> None:
 
 def _factory(name: str) -> Callable[..., Backend]:
     target = BACKENDS.get(name)
+    if target is None and ":" in name:  # "package.module:factory": a factory every process can import
+        target = name
     if target is None:
         raise EngineArgumentError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)} or pass a backend object")
     if callable(target):
@@ -50,8 +52,9 @@ def _factory(name: str) -> Callable[..., Backend]:
 def create_backend(backend: str | Backend | None, config: EngineConfig, **options: Any) -> tuple[Backend, bool]:
     """The backend a wrapper runs on, and whether the wrapper owns it (and must close it).
 
-    ``backend`` is a running backend object (shared, not owned), a factory name, or None: "remote" when
-    ``endpoints`` are given, else "local".
+    ``backend`` is a running backend object (shared, not owned), a factory name, a ``"module:callable"`` path
+    (importable in every process, e.g. by worker processes), or None: "remote" when ``endpoints`` are given,
+    else "local".
     """
     if backend is not None and not isinstance(backend, str):
         missing = [a for a in ("pool", "tokenizer", "max_model_len") if not hasattr(backend, a)]

@@ -1,0 +1,117 @@
+"""The task-by-task run: resume, failures recorded per task, engine-wide errors stop it, precision changes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mteb.mocks.mock_tasks.classification import MockClassificationTask
+from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
+from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+from mteb_vllm import VllmEncoderWrapper
+from mteb_vllm.backends import BACKENDS, register_backend
+from mteb_vllm.errors import EngineStartError
+from mteb_vllm.results import collect_results
+from mteb_vllm.runner import run_tasks
+from mteb_vllm.testing import FakeBackend
+
+
+def _tasks():
+    return [MockSTSTask(), MockRetrievalTask(), MockClassificationTask()]
+
+
+def test_a_rerun_keeps_finished_tasks_and_evaluates_the_rest(tmp_path):
+    backend = FakeBackend()
+    model = VllmEncoderWrapper("fake/encoder", backend=backend)
+    first = run_tasks(model, _tasks()[:1], output_folder=tmp_path, show_progress_bar=False)
+    assert first.line() == "0 task(s) already done, 1 evaluated, 0 failed"
+    seen = backend.inputs_seen
+    again = run_tasks(model, _tasks(), output_folder=tmp_path, show_progress_bar=False)
+    assert [o.status for o in again.outcomes] == ["done before", "evaluated", "evaluated"]
+    assert again.outcomes[0].score == pytest.approx(first.outcomes[0].score, abs=1e-12)
+    after = backend.inputs_seen
+    assert after > seen  # the two new tasks were computed ...
+    run_tasks(model, _tasks(), output_folder=tmp_path, show_progress_bar=False)
+    assert backend.inputs_seen == after  # ... and a third run computes nothing
+    overwritten = run_tasks(model, _tasks()[:1], output_folder=tmp_path, overwrite=True, show_progress_bar=False)
+    assert overwritten.outcomes[0].status == "evaluated" and backend.inputs_seen > after
+
+
+def test_a_half_written_result_file_is_evaluated_again(tmp_path):
+    model = VllmEncoderWrapper("fake/encoder", backend=FakeBackend())
+    run_tasks(model, _tasks()[:1], output_folder=tmp_path, show_progress_bar=False)
+    (path,) = [p for p in tmp_path.rglob("MockSTSTask.json")]
+    path.write_text(path.read_text()[:50])  # a run killed while mteb wrote the file
+    again = run_tasks(model, _tasks()[:1], output_folder=tmp_path, show_progress_bar=False)
+    assert again.outcomes[0].status == "evaluated"
+    assert json.loads(path.read_text())["task_name"] == "MockSTSTask"
+
+
+def test_one_broken_task_is_recorded_and_the_others_go_on(tmp_path):
+    model = VllmEncoderWrapper("fake/encoder", backend=FakeBackend())
+    broken = MockSTSTask()
+    broken.load_data = lambda **kwargs: (_ for _ in ()).throw(ConnectionError("dataset server said 503"))
+    summary = run_tasks(model, [broken, MockRetrievalTask()], output_folder=tmp_path, show_progress_bar=False)
+    assert [o.status for o in summary.outcomes] == ["failed", "evaluated"]
+    assert "dataset server said 503" in summary.outcomes[0].error
+
+
+def test_an_engine_that_cannot_start_stops_the_run_at_once(tmp_path):
+    def broken(config, **options):
+        backend = FakeBackend(config)
+
+        def fail(*args, **kwargs):
+            raise EngineStartError("vLLM failed to start: out of memory")
+
+        backend.pool = fail
+        return backend
+
+    register_backend("fake-broken", broken)
+    try:
+        model = VllmEncoderWrapper("fake/encoder", backend="fake-broken")
+        with pytest.raises(EngineStartError):
+            run_tasks(model, _tasks(), output_folder=tmp_path, show_progress_bar=False)
+    finally:
+        BACKENDS.pop("fake-broken")
+
+
+def test_a_task_whose_precision_changed_midway_is_evaluated_again_in_one_precision(tmp_path):
+    made = []
+
+    def overflowing_on_second_call(config, **options):
+        made.append(FakeBackend(config, auto_dtype="bfloat16"))
+        if len(made) == 1:  # the first engine overflows from its second call on (sentence2 of the STS task)
+            original = made[0].pool
+
+            def pool(inputs, task, desc=""):
+                out = original(inputs, task, desc=desc)
+                if len(made[0].calls) >= 2:
+                    out[0] = np.nan
+                return out
+
+            made[0].pool = pool
+        return made[-1]
+
+    register_backend("fake-midway", overflowing_on_second_call)
+    try:
+        model = VllmEncoderWrapper("fake/encoder", backend="fake-midway")
+        summary = run_tasks(model, [MockSTSTask()], output_folder=tmp_path, show_progress_bar=False)
+    finally:
+        BACKENDS.pop("fake-midway")
+    assert summary.outcomes[0].status == "evaluated" and summary.dtype == "float32"
+    assert len(made) == 2 and made[1].dtype == "float32"
+    assert {c.task for c in made[1].calls} == {"embed"} and len(made[1].calls) >= 3  # both sides again in fp32
+    table = collect_results(tmp_path)
+    assert [r.run.experiment for r in table.rows] == ["dtype_float32"]
+
+
+def test_the_results_table_lists_scores_and_what_is_missing(tmp_path):
+    model = VllmEncoderWrapper("fake/encoder", backend=FakeBackend())
+    run_tasks(model, _tasks()[:2], output_folder=tmp_path, show_progress_bar=False)
+    table = collect_results(tmp_path, ["MockSTSTask", "MockRetrievalTask", "MockClassificationTask"])
+    assert sorted(r.task for r in table.rows) == ["MockRetrievalTask", "MockSTSTask"]
+    assert all(r.score is not None and r.run.experiment == "dtype_float32" for r in table.rows)
+    (run,) = table.runs
+    assert table.missing == {run: ["MockClassificationTask"]}
