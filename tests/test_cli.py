@@ -53,3 +53,44 @@ def test_parity_prompt_without_equals_is_refused(capsys):
 
     assert main(["parity", "--prompt", "query: no key"]) == 2
     assert "--prompt takes KEY=TEXT" in capsys.readouterr().err
+
+
+def _scores(stdout: str) -> dict[str, str]:
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("MtebVllmDemo")]
+    return {row[0]: row[2] for row in rows}
+
+
+@pytest.mark.engine
+def test_two_workers_give_the_main_scores_of_one(tmp_path):
+    """Each worker runs its own real engine on its own core; the scores do not depend on the split."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1"}
+    runs = {}
+    for workers in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--workers", workers, "--dtype",
+                               "float32", "--output-folder", str(tmp_path / workers)],
+                              capture_output=True, text=True, timeout=900, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[workers] = _scores(proc.stdout)
+    assert runs["1"] == runs["2"] and len(runs["1"]) == 2
+
+
+@pytest.mark.engine
+def test_shards_of_a_run_fill_one_folder_and_results_shows_what_is_missing(tmp_path):
+    """Two shards of the demo run write one folder; `results` lists the scores, and before the second shard
+    ran, what was missing."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1"}
+    out = str(tmp_path / "shared")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mteb_vllm.cli", *args], capture_output=True, text=True,
+                              timeout=600, env=env)
+
+    first = cli("run", "--shard", "0/2", "--dtype", "float32", "--output-folder", out)
+    assert first.returncode == 0 and "shard 0/2: 1 of 2 task(s)" in first.stdout, first.stderr[-2000:]
+    missing = cli("results", out, "--tasks", "MtebVllmDemoSTS", "MtebVllmDemoRetrieval")
+    assert missing.returncode == 1 and "1 of 2 task(s) missing" in missing.stdout
+    second = cli("run", "--shard", "1/2", "--dtype", "float32", "--output-folder", out)
+    assert second.returncode == 0, second.stderr[-2000:]
+    done = cli("results", out, "--tasks", "MtebVllmDemoSTS", "MtebVllmDemoRetrieval")
+    assert done.returncode == 0 and "every run has all 2 task(s)" in done.stdout
+    assert set(_scores(first.stdout)) | set(_scores(second.stdout)) == {"MtebVllmDemoSTS", "MtebVllmDemoRetrieval"}

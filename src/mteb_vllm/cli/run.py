@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--overwrite", action="store_true",
                      help="evaluate every task again (default: tasks with complete results are kept, so a "
                           "killed run resumes where it stopped)")
+    run.add_argument("--workers", type=int, default=1, metavar="K",
+                     help="K worker processes, each with its own engine on its own device (GPU: one each; CPU: "
+                          "disjoint cores; with --endpoint: drivers of the fleet); tasks go out largest first")
+    run.add_argument("--shard", metavar="i/N",
+                     help="run only shard i of N of the task list (a deterministic, cost-balanced split), for "
+                          "job arrays writing one --output-folder; `mteb-vllm results` shows what is missing")
     run.add_argument("--ignore-prompt-errors", action="store_true",
                      help="evaluate without prompts when mteb's reference loader cannot be replayed "
                           "(scores may differ from the reference)")
@@ -42,22 +48,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..encoder import VllmEncoderWrapper
     from ..preflight import check_engine_fit, check_model_files, check_task_data, check_writable_folder
     from ..runner import run_tasks
-    from ..tasks import select_tasks
+    from ..tasks import parse_shard, select_tasks, shard_tasks
+    from ..workers import plan_workers
 
     model, name = resolve_model_args(args)
     tasks = select_tasks(args.tasks, args.benchmark)
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        total, tasks = len(tasks), shard_tasks(tasks, index, count)
+        print(f"shard {index}/{count}: {len(tasks)} of {total} task(s)", flush=True)
+    plans = plan_workers(args.workers, endpoints=args.endpoints) if args.workers != 1 else None
     output = check_writable_folder(args.output_folder)
     check_engine_fit(args.tensor_parallel_size, args.endpoints)
     kwargs = engine_kwargs(args)
     revision = kwargs.pop("revision", None)
     check_model_files(model, revision)
     check_task_data(tasks)
-    with VllmEncoderWrapper(model, revision, model_name=name, lazy_start=True, endpoints=args.endpoints,
-                            ignore_prompt_errors=args.ignore_prompt_errors, **kwargs) as encoder:
+    wrapper_kwargs = dict(model=model, revision=revision, model_name=name, endpoints=args.endpoints,
+                          ignore_prompt_errors=args.ignore_prompt_errors, **kwargs)
+    # lazy: the engine starts with the first text to encode, so a run whose tasks are all done starts none,
+    # and with --workers this process only decides what is done and hands the rest out
+    with VllmEncoderWrapper(lazy_start=True, **wrapper_kwargs) as encoder:
         meta = encoder.mteb_model_meta
-        print(f"{meta.name} @ {meta.revision}, {encoder.dtype}: {len(tasks)} task(s)", flush=True)
+        print(f"{meta.name} @ {meta.revision}, {encoder.dtype}: {len(tasks)} task(s)"
+              + (f" on {len(plans)} workers" if plans else ""), flush=True)
         summary = run_tasks(encoder, tasks, output_folder=output, overwrite=args.overwrite,
-                            show_progress_bar=not os.environ.get("MTEB_VLLM_NO_PROGRESS"))
+                            show_progress_bar=not os.environ.get("MTEB_VLLM_NO_PROGRESS"),
+                            workers=plans, worker_kwargs=wrapper_kwargs)
         backend = encoder.backend
         if getattr(backend, "start_seconds", 0):
             print(f"engine started in {backend.start_seconds:.1f} s")
