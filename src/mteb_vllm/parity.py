@@ -86,8 +86,9 @@ def is_cross_encoder(model_path: str, meta: Any) -> bool:
 
 def reference_model(model_path: str, meta: Any, cross_encoder: bool) -> Any:
     """mteb's reference implementation on the same weights: the registry loader, else sentence-transformers."""
-    if meta is not None and meta.loader is not None:
-        return meta.loader(model_path, revision=meta.revision, **dict(meta.loader_kwargs or {}))
+    if meta is not None and meta.loader is not None:  # as ModelMeta.load_model calls it, on these weights
+        kwargs = {**dict(meta.loader_kwargs or {}), **dict(meta.experiment_kwargs or {})}
+        return meta.loader(model_path, revision=meta.revision, **kwargs)
     if cross_encoder:
         from mteb.models.sentence_transformer_wrapper import CrossEncoderWrapper
 
