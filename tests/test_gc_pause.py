@@ -38,3 +38,28 @@ def test_a_collector_the_caller_switched_off_stays_off():
     with paused_gc():
         pass
     assert not gc.isenabled()
+
+
+def test_frozen_heap_freezes_for_the_block_only():
+    from mteb_vllm.gc_pause import caller_freeze_count, frozen_heap
+
+    gc.unfreeze()
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0 and caller_freeze_count() == 0
+        with frozen_heap():  # nested: no-op
+            pass
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_leaves_a_callers_own_freeze_alone():
+    from mteb_vllm.gc_pause import caller_freeze_count, frozen_heap
+
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        with frozen_heap():
+            assert caller_freeze_count() == gc.get_freeze_count()
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.unfreeze()

@@ -44,6 +44,19 @@ def test_engine_start_and_encode_leave_env_rng_threads_and_gc_as_found(minilm_pa
 
 
 @pytest.mark.engine
+def test_a_lazy_start_inside_an_encode_call_leaves_nothing_frozen(minilm_path):
+    """The engine starts within the encode call (which freezes the heap for itself); afterwards and after close
+    the caller's heap is collectable as before."""
+    gc.unfreeze()
+    environ = dict(os.environ)
+    with VllmEncoderWrapper(minilm_path, dtype="float32", lazy_start=True) as encoder:
+        assert not encoder.backend.started
+        encoder.embed_texts(["the engine starts here"])
+        assert encoder.backend.started and gc.get_freeze_count() == 0 and dict(os.environ) == environ
+    assert gc.get_freeze_count() == 0 and dict(os.environ) == environ
+
+
+@pytest.mark.engine
 def test_a_failed_start_restores_everything(minilm_path):
     gc.unfreeze()
     _seed()

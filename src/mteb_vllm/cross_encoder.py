@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .base import VllmWrapperBase
+from .gc_pause import frozen_heap
 from .errors import EngineArgumentError, MtebVllmError
 from .templates import ScoreTemplate, registry_template
 from .tokenizing import check_texts, tokenize_pairs, tokenize_templated
@@ -142,6 +143,11 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
             raise MtebVllmError(f"got {len(instructions)} instructions for {len(queries)} queries")
         if not queries:
             return np.zeros(0, dtype=np.float32)
+        with frozen_heap():
+            return self._score(queries, documents, instructions, desc, started)
+
+    def _score(self, queries: list[str], documents: list[str], instructions: list[str | None], desc: str,
+               started: float) -> np.ndarray:
         fallback = self.instruction
         triples = [(instr or fallback, self.query_prefix + q, self.document_prefix + d)
                    for instr, q, d in zip(instructions, queries, documents)]

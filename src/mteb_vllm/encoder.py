@@ -13,7 +13,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from .backends.base import TokenizedInput
 from .base import VllmWrapperBase
 from .errors import EngineArgumentError, PromptReplayError
-from .gc_pause import paused_gc
+from .gc_pause import frozen_heap, paused_gc
 from .prompts import Prompt, ReferencePromptReplay, reference_prompts
 from .tokenizing import check_texts, tokenize_texts
 
@@ -168,6 +168,10 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         texts = check_texts(list(texts), "text")
         if not texts:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        with frozen_heap():
+            return self._embed(texts, desc)
+
+    def _embed(self, texts: list[str], desc: str) -> np.ndarray:
         unique = list(dict.fromkeys(texts))
         position = {text: i for i, text in enumerate(unique)}
         tokens, report = tokenize_texts(self.backend.tokenizer, unique, self.backend.max_model_len)

