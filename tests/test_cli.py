@@ -21,6 +21,9 @@ def test_run_demo_writes_mteb_results(tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cosine_spearman" in proc.stdout
+    # vLLM's start-up chatter stays out of a default run (--verbose shows it)
+    for noise in ("Loading safetensors", "FutureWarning", "WARNING vllm", "NUMA binding"):
+        assert noise not in proc.stderr, noise
     files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs if f == "MtebVllmDemoSTS.json"]
     assert files, "no result file"
     data = json.load(open(files[0]))

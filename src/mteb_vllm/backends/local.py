@@ -201,6 +201,10 @@ class LocalVllmBackend:
             self.dtype = self.precision.dtype
             config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
         env: dict[str, str] = {}
+        engine_kwargs = dict(config.engine_kwargs)
+        if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
+            engine_kwargs.setdefault("use_tqdm_on_load", False)  # one progress bar per weight file is noise
+        config = dataclasses.replace(config, engine_kwargs=engine_kwargs)
         if self.on_cpu:
             engine_kwargs = dict(config.engine_kwargs)
             engine_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
@@ -234,6 +238,7 @@ class LocalVllmBackend:
 
         # vLLM's start-up is noisy (a warning per weight cast to the chosen dtype); MTEB_VLLM_VERBOSE=1 (the
         # CLI's --verbose) or the user's own VLLM_LOGGING_LEVEL shows it.
+        started = time.perf_counter()  # the start a user waits for: vLLM's import included
         if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         self.engine_args, env = self.engine_arguments()
@@ -248,7 +253,6 @@ class LocalVllmBackend:
         os.environ.update(env)  # for the start only: StartGuard puts the caller's environment back
         if self.on_cpu:
             tune_cpu_allocator()
-        started = time.perf_counter()
         _clear_vllm_env_cache()
         # vLLM calls gc.collect() several times while starting and gc.freeze() at its end. Freezing first
         # means those collections no longer walk the caller's whole heap (mteb, torch, transformers): 1.5 s

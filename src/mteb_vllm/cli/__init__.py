@@ -59,6 +59,31 @@ def _stop(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def _configure_output(verbose: bool) -> None:
+    """Our warnings and progress bars by default; vLLM's, torch's and datasets' start-up chatter only with
+    ``--verbose`` (it is one line per weight cast, a NUMA notice, deprecation warnings of vLLM's own code)."""
+    if verbose:
+        os.environ["MTEB_VLLM_VERBOSE"] = "1"
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # read when torch loads: this runs before that
+    logging.getLogger("vllm").setLevel(logging.ERROR)
+    import warnings
+
+    for module in ("vllm", "torch", "transformers"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()  # mteb's per-task "Standardizing ..." maps
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -69,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     verbose = getattr(args, "verbose", False)
-    if verbose:
-        os.environ["MTEB_VLLM_VERBOSE"] = "1"
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _configure_output(verbose)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
