@@ -149,7 +149,7 @@ class VllmWrapperBase:
             return backend, owned
         from .backends.cached import CachedBackend
 
-        return CachedBackend(backend, self.cache_dir, config=config, close_inner=owned), True
+        return CachedBackend(backend, self.cache_dir, config=config, close_inner=owned, name=self.resolved.name), True
 
     def _make_meta(self) -> ModelMeta:
         """The registry's entry (or an empty one), naming what actually ran: the loaded revision and the

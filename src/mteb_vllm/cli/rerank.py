@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from .common import EXIT_OK, common_parser, engine_kwargs, engine_parser, fleet_parser, fmt, model_parser, print_rows
+from .common import (
+    EXIT_OK,
+    cache_dir_arg,
+    cache_parser,
+    common_parser,
+    engine_kwargs,
+    engine_parser,
+    fleet_parser,
+    fmt,
+    model_parser,
+    print_rows,
+)
 
 
 def _template_names() -> list[str]:
@@ -15,7 +26,7 @@ def _template_names() -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     rr = sub.add_parser("rerank", parents=[model_parser("the cross-encoder or LLM reranker (HF id or local path)"),
-                                           engine_parser(), fleet_parser(), common_parser()],
+                                           engine_parser(), fleet_parser(), cache_parser(), common_parser()],
                         help="two-stage run: first-stage retrieval, then a cross-encoder on the top k")
     rr.add_argument("--first-stage", default="bm25s",
                     help="bm25s, an embedding model (HF id or path), or 'default' for the packaged MiniLM")
@@ -44,6 +55,12 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if first_stage == "default":  # the packaged MiniLM as a dense first stage, offline
         first_stage, first_args = default_model_path(), {"model_name": DEFAULT_MODEL_NAME}
     engine = engine_kwargs(args)
+    cache_dir = cache_dir_arg(args)
+    if cache_dir is not None:
+        from .run import describe_cache
+
+        engine["cache_dir"] = cache_dir
+        print(describe_cache(cache_dir), flush=True)
     if first_stage != BM25:
         first_args.update({k: v for k, v in engine.items() if k not in ("revision", "trust_remote_code")})
     reranker_args = dict(engine)

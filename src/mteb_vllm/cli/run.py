@@ -9,6 +9,8 @@ import sys
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
+    cache_dir_arg,
+    cache_parser,
     common_parser,
     engine_kwargs,
     engine_parser,
@@ -23,7 +25,8 @@ from .common import (
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run", parents=[model_parser("embedding model: HF id or local path (default: the packaged "
-                                     "all-MiniLM-L6-v2)"), engine_parser(), fleet_parser(), common_parser()],
+                                     "all-MiniLM-L6-v2)"), engine_parser(), fleet_parser(), cache_parser(),
+                                     common_parser()],
         help="evaluate an embedding model (default: packaged MiniLM on the demo tasks)")
     run.add_argument("--tasks", nargs="+", help="mteb task names (default: the bundled demo tasks; with "
                                                 "--benchmark: the benchmark's tasks to run)")
@@ -42,6 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="evaluate without prompts when mteb's reference loader cannot be replayed "
                           "(scores may differ from the reference)")
     run.set_defaults(func=cmd_run)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def describe_cache(cache_dir: str) -> str:
+    """Where the cache is and how much it holds (the CLI's default cache is never a surprise)."""
+    from ..cache_store import cache_info
+
+    info = cache_info(cache_dir)
+    return (f"cache: {info.folder} ({info.entries:,} entries in {len(info.namespaces)} model namespace(s), "
+            f"{info.bytes / 2**20:,.1f} MiB; --no-cache to compute everything)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -64,14 +80,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     revision = kwargs.pop("revision", None)
     check_model_files(model, revision)
     check_task_data(tasks)
+    cache_dir = cache_dir_arg(args)
     wrapper_kwargs = dict(model=model, revision=revision, model_name=name, endpoints=args.endpoints,
-                          ignore_prompt_errors=args.ignore_prompt_errors, **kwargs)
+                          ignore_prompt_errors=args.ignore_prompt_errors, cache_dir=cache_dir, **kwargs)
     # lazy: the engine starts with the first text to encode, so a run whose tasks are all done starts none,
     # and with --workers this process only decides what is done and hands the rest out
     with VllmEncoderWrapper(lazy_start=True, **wrapper_kwargs) as encoder:
         meta = encoder.mteb_model_meta
         print(f"{meta.name} @ {meta.revision}, {encoder.dtype}: {len(tasks)} task(s)"
               + (f" on {len(plans)} workers" if plans else ""), flush=True)
+        if cache_dir is not None:
+            print(describe_cache(cache_dir), flush=True)
         summary = run_tasks(encoder, tasks, output_folder=output, overwrite=args.overwrite,
                             show_progress_bar=not os.environ.get("MTEB_VLLM_NO_PROGRESS"),
                             workers=plans, worker_kwargs=wrapper_kwargs)
@@ -82,9 +101,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if s.seconds:
             print(f"encoded {s.texts} texts ({s.unique_texts} unique, {s.tokens} tokens, {s.truncated} truncated) "
                   f"in {s.seconds:.1f} s: {s.texts / s.seconds:,.0f} texts/s, {s.tokens / s.seconds:,.0f} tokens/s")
-    print_rows(["task", "main score", "value", "dtype", "status"],
-               [[o.task, o.metric, fmt(o.score), summary.dtype, o.status] for o in summary.outcomes])
+    cached = cache_dir is not None and any(o.computed is not None for o in summary.outcomes)
+    headers = ["task", "main score", "value", "dtype", "status"] + (["cached", "computed"] if cached else [])
+    print_rows(headers, [[o.task, o.metric, fmt(o.score), summary.dtype, o.status]
+                         + ([_count(o.cached), _count(o.computed)] if cached else []) for o in summary.outcomes])
     print(f"\n{summary.line()}; results in mteb's format under {output.resolve()}")
+    stats = getattr(encoder.backend, "stats", None)
+    if stats is not None and (stats.cached or stats.computed):
+        print(f"embeddings: {stats.line()} (cache: {cache_dir})")
     for o in summary.failed:
         print(f"mteb-vllm: {o.task} failed: {o.error}", file=sys.stderr)
     return EXIT_ERROR if summary.failed else EXIT_OK

@@ -1,0 +1,188 @@
+"""``CachedBackend``: every embedding and score kept on disk, keyed by model fingerprint and exact engine input.
+
+Why at the backend boundary: what reaches a backend is final (prompt applied, tokenized, truncated, pair
+segments set), so a key made of it can never be stale, and both wrappers and every backend (local, remote,
+fake) get the cache by wrapping. Why not mteb's ``CachedEmbeddingWrapper``: its key is the text alone (no
+model, revision, prompt, truncation or precision), it writes only after a whole ``encode`` call, and it has no
+reranker path.
+
+Misses are computed in pieces (:data:`FLUSH_ROWS` inputs or :data:`FLUSH_TOKENS` tokens, the same piece size
+the local engine drains at anyway) and each piece is committed before the next starts, so a run killed in the
+middle of a million-document corpus loses at most the piece in flight. The engine behind it may be lazy: a call
+whose inputs are all cached never starts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cache_store import CacheError, Manifest, Namespace, fingerprint, fingerprint_fields, item_key
+from .base import BackendInfo, PoolingTask, TokenizedInput
+
+logger = logging.getLogger(__name__)
+
+#: A piece of misses handed to the engine and committed together (the local engine drains every 4096 inputs).
+FLUSH_ROWS = 4096
+#: ... or fewer inputs when they are long: at most this many tokens per piece (64 CPU engine steps).
+FLUSH_TOKENS = 262_144
+
+
+@dataclass
+class CacheStats:
+    """Inputs answered from the cache and inputs the engine computed, for one call or a whole run."""
+
+    cached: int = 0
+    computed: int = 0
+    stored: int = 0
+    damaged: int = 0
+
+    def add(self, other: CacheStats) -> None:
+        self.cached += other.cached
+        self.computed += other.computed
+        self.stored += other.stored
+        self.damaged += other.damaged
+
+    def line(self) -> str:
+        return f"{self.cached} cached, {self.computed} computed"
+
+
+class CachedBackend:
+    """Wraps ``inner``; same :class:`~mteb_vllm.backends.base.Backend` protocol.
+
+    Args:
+        inner: The backend that computes misses.
+        cache_dir: Folder of the cache (one SQLite file per model fingerprint).
+        config: The wrapper's :class:`~mteb_vllm.config.EngineConfig` (part of the fingerprint).
+        close_inner: Close ``inner`` with this backend (the wrapper created it).
+        max_bytes: Cap on one namespace file's size (beyond it, like a full disk: a warning, no more writes).
+        name: The model's name for ``mteb-vllm cache info`` (the results name; default: the model path or id).
+
+    A cache folder that cannot be created or opened is reported with a warning and the run goes on uncached:
+    the cache exists to save work, never to stop it. The same holds for a full disk in the middle of a run.
+    """
+
+    def __init__(self, inner: Any, cache_dir: str | os.PathLike[str], *, config: Any = None, close_inner: bool = True,
+                 max_bytes: int | None = None, name: str | None = None):
+        self.inner = inner
+        self.close_inner = close_inner
+        self.cache_dir = os.path.expanduser(str(cache_dir))
+        self.stats = CacheStats()
+        self.last = CacheStats()
+        info = inner.info
+        fields = fingerprint_fields(info, config)
+        self.fingerprint = fingerprint(fields)
+        manifest = Manifest(self.fingerprint, fields, name=name or str(getattr(config, "model", "") or info.model),
+                            vllm=info.details.get("vllm") if isinstance(info.details, dict) else None)
+        try:
+            self.namespace: Namespace | None = Namespace(cache_dir, manifest, max_bytes=max_bytes)
+        except CacheError as exc:
+            logger.warning("%s; running without the cache", exc)
+            self.namespace = None
+
+    # --- the Backend protocol ------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def max_model_len(self) -> int:
+        return self.inner.max_model_len
+
+    @property
+    def dtype(self) -> str:
+        return self.inner.dtype
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.inner.tokenizer
+
+    @property
+    def info(self) -> BackendInfo:
+        inner = self.inner.info
+        details = {**inner.details, "cache": f"{self.cache_dir} ({self.fingerprint})" if self.namespace else "off"}
+        return BackendInfo(kind=f"cached {inner.kind}", model=inner.model, revision=inner.revision,
+                           dtype=inner.dtype, max_model_len=inner.max_model_len, details=details)
+
+    @property
+    def started(self) -> bool:
+        return bool(getattr(self.inner, "started", True))
+
+    @property
+    def start_seconds(self) -> float:
+        return float(getattr(self.inner, "start_seconds", 0.0))
+
+    def start(self) -> None:
+        start = getattr(self.inner, "start", None)
+        if callable(start):
+            start()
+
+    def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
+        call = CacheStats()
+        if self.namespace is None or not inputs:
+            out = self.inner.pool(inputs, task, desc=desc)
+            call.computed = len(inputs)
+            self._account(call)
+            return out
+        keys = [item_key(task, item.token_ids, item.token_type_ids) for item in inputs]
+        found = self.namespace.get(list(dict.fromkeys(keys)))
+        call.damaged = self.namespace.corrupt_rows
+        self.namespace.corrupt_rows = 0
+        rows: list[np.ndarray | None] = [found.get(k) for k in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        call.cached = len(inputs) - len(missing)
+        if missing:
+            self._compute(inputs, keys, rows, missing, task, desc, call)
+        self._account(call)
+        return np.stack(rows).astype(np.float32, copy=False)  # type: ignore[arg-type]
+
+    def _compute(self, inputs: list[TokenizedInput], keys: list[bytes], rows: list[np.ndarray | None],
+                 missing: list[int], task: PoolingTask, desc: str, call: CacheStats) -> None:
+        """Misses piece by piece: compute, store (committed), next. A row with NaN/Inf is returned, not stored,
+        so the wrapper's precision policy sees it and a bad value is never served again."""
+        from tqdm.auto import tqdm
+
+        show = bool(desc) and not os.environ.get("MTEB_VLLM_NO_PROGRESS")
+        started, tokens = time.perf_counter(), 0
+        with tqdm(total=len(inputs), initial=call.cached, desc=desc or "cache", unit="text", disable=not show,
+                  dynamic_ncols=True) as bar:
+            bar.set_postfix_str(f"{call.cached} cached", refresh=False)
+            for piece in _pieces(missing, inputs):
+                out = self.inner.pool([inputs[i] for i in piece], task)
+                finite = np.isfinite(out).reshape(len(piece), -1).all(axis=1)
+                for j, i in enumerate(piece):
+                    rows[i] = out[j]
+                call.stored += self.namespace.put((keys[i], out[j]) for j, i in enumerate(piece) if finite[j])
+                call.computed += len(piece)
+                tokens += sum(len(inputs[i]) for i in piece)
+                bar.update(len(piece))
+                rate = tokens / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix_str(f"{call.cached} cached, {call.computed} computed, tok_s={rate:,.0f}", refresh=False)
+
+    def _account(self, call: CacheStats) -> None:
+        self.last = call
+        self.stats.add(call)
+
+    def close(self) -> None:
+        if self.namespace is not None:
+            self.namespace.close()
+        if self.close_inner:
+            self.inner.close()
+
+
+def _pieces(indices: list[int], inputs: list[TokenizedInput]) -> list[list[int]]:
+    pieces, current, tokens = [], [], 0
+    for i in indices:
+        if current and (len(current) >= FLUSH_ROWS or tokens + len(inputs[i]) > FLUSH_TOKENS):
+            pieces.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += len(inputs[i])
+    if current:
+        pieces.append(current)
+    return pieces

@@ -1,0 +1,302 @@
+"""The embedding/score cache: nothing computed twice, nothing stale, nothing damaged ever returned.
+
+Counts are taken at the backend (FakeBackend.inputs_seen, the engine's own start flag), never from the cache's
+own counters. The real-engine and real-CLI cases (lazy start, kill -9 in the middle of an encode) are marked
+``engine``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mteb_vllm import VllmCrossEncoderWrapper, VllmEncoderWrapper
+from mteb_vllm.backends.cached import CachedBackend
+from mteb_vllm.cache_store import cache_info, clear_cache, compact_cache, verify_cache
+from mteb_vllm.testing import FakeBackend
+
+TEXTS = [f"sentence number {i} about rivers and mountains" for i in range(300)]
+
+
+def _encoder(cache_dir, backend=None, **kwargs):
+    backend = backend or FakeBackend()
+    return VllmEncoderWrapper("fake/encoder", backend=backend, cache_dir=cache_dir, **kwargs), backend
+
+
+def test_a_second_identical_run_computes_nothing_and_is_bit_identical(tmp_path):
+    first, backend = _encoder(tmp_path)
+    a = first.embed_texts(TEXTS)
+    assert backend.inputs_seen == len(TEXTS)
+    second, backend2 = _encoder(tmp_path)
+    b = second.embed_texts(TEXTS)
+    assert backend2.inputs_seen == 0
+    assert a.tobytes() == b.tobytes()
+    partly, backend3 = _encoder(tmp_path)
+    partly.embed_texts(TEXTS[:100] + ["a new sentence"])
+    assert backend3.inputs_seen == 1
+    assert partly.backend.last.cached == 100 and partly.backend.last.computed == 1
+
+
+def test_rerankers_are_cached_on_the_exact_pair(tmp_path):
+    queries, docs = ["cats"] * 50, [f"document {i} about cats" for i in range(50)]
+    first = VllmCrossEncoderWrapper("fake/reranker", backend=FakeBackend(), cache_dir=tmp_path)
+    a = first.score_pairs(queries, docs)
+    backend = FakeBackend()
+    second = VllmCrossEncoderWrapper("fake/reranker", backend=backend, cache_dir=tmp_path)
+    assert second.score_pairs(queries, docs).tobytes() == a.tobytes() and backend.inputs_seen == 0
+    second.score_pairs(["dogs"] * 50, docs)  # another query: other pairs, other entries
+    assert backend.inputs_seen == 50
+
+
+def test_the_same_text_under_another_prompt_is_another_entry(tmp_path):
+    plain, _ = _encoder(tmp_path)
+    plain.embed_texts(TEXTS[:10])
+    prompted, backend = _encoder(tmp_path, prompt_dict={"STS": "Represent this: "})
+    from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+    prompted.encode([{"text": TEXTS[:10]}], task_metadata=MockSTSTask().metadata, hf_split="test",
+                    hf_subset="default")
+    assert backend.inputs_seen == 10
+
+
+@pytest.mark.parametrize("change", ["dtype", "max_model_len", "revision", "model", "template"])
+def test_anything_that_changes_the_numbers_misses_the_cache(tmp_path, change):
+    def make(**overrides):
+        from mteb_vllm.config import EngineConfig
+        from mteb_vllm.templates import QWEN3_RERANKER
+
+        base = dict(model="fake/encoder", dtype="float32", max_model_len=128, revision="a" * 40)
+        cfg = EngineConfig(**{**base, **{k: v for k, v in overrides.items() if k != "template"}})
+        if "template" in overrides:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, score_template=QWEN3_RERANKER)
+        inner = FakeBackend(cfg)
+        return CachedBackend(inner, tmp_path, config=cfg), inner
+
+    from mteb_vllm.backends.base import TokenizedInput
+
+    inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
+    cached, _ = make()
+    cached.pool(inputs, "embed")
+    again, inner = make()
+    again.pool(inputs, "embed")
+    assert inner.inputs_seen == 0
+    changed = {"dtype": {"dtype": "bfloat16"}, "max_model_len": {"max_model_len": 64}, "revision": {"revision": "b" * 40},
+               "model": {"model": "fake/other"}, "template": {"template": True}}[change]
+    other, inner = make(**changed)
+    other.pool(inputs, "embed")
+    assert inner.inputs_seen == 20
+    assert len(cache_info(tmp_path).namespaces) == 2
+
+
+def _rows(path: Path) -> list[tuple[bytes, bytes]]:
+    (db,) = path.glob("*.sqlite")
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT key, data FROM items").fetchall()
+
+
+def test_flipped_bytes_are_detected_never_returned_and_computed_again(tmp_path, caplog):
+    first, _ = _encoder(tmp_path)
+    expected = first.embed_texts(TEXTS[:20])
+    first.close()
+    (db,) = tmp_path.glob("*.sqlite")
+    with sqlite3.connect(db) as conn:
+        key, data = conn.execute("SELECT key, data FROM items LIMIT 1").fetchone()
+        flipped = bytes([data[0] ^ 0xFF]) + data[1:]
+        conn.execute("UPDATE items SET data=? WHERE key=?", (flipped, key))
+    assert [r.damaged for r in verify_cache(tmp_path)] == [1]
+    second, backend = _encoder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        got = second.embed_texts(TEXTS[:20])
+    assert "damaged entry" in caplog.text and backend.inputs_seen == 1
+    np.testing.assert_array_equal(got, expected)
+    assert [r.damaged for r in verify_cache(tmp_path)] == [0]  # the bad row was replaced
+
+
+def test_a_truncated_cache_file_is_moved_aside_and_recomputed(tmp_path, caplog):
+    first, _ = _encoder(tmp_path)
+    expected = first.embed_texts(TEXTS[:20])
+    first.close()
+    (db,) = tmp_path.glob("*.sqlite")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(db.read_bytes()[:300])  # torn in the middle of its header page
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        second, backend = _encoder(tmp_path)
+        got = second.embed_texts(TEXTS[:20])
+    assert "is damaged" in caplog.text and list(tmp_path.glob("*.corrupt-*"))
+    assert backend.inputs_seen == 20
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_lost_write_ahead_log_loses_only_uncheckpointed_entries(tmp_path):
+    """Deleting the -wal file (the 'key file' of an unfinished checkpoint) must not give wrong vectors."""
+    first, _ = _encoder(tmp_path)
+    expected = first.embed_texts(TEXTS[:30])
+    (db,) = tmp_path.glob("*.sqlite")
+    Path(f"{db}-wal").unlink(missing_ok=True)  # while the writer still has the file open
+    first.close()
+    second, backend = _encoder(tmp_path)
+    got = second.embed_texts(TEXTS[:30])
+    np.testing.assert_array_equal(got, expected)
+    assert backend.inputs_seen <= 30
+
+
+def test_a_full_disk_warns_and_the_run_goes_on_uncached(tmp_path, caplog):
+    inner = FakeBackend()
+    backend = CachedBackend(inner, tmp_path, max_bytes=64 * 1024)  # room for a few dozen rows only
+    wrapper = VllmEncoderWrapper("fake/encoder", backend=backend)
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        out = wrapper.embed_texts(TEXTS * 2 + [f"more {i}" for i in range(5000)])
+    assert "cannot be written" in caplog.text and "results are not affected" in caplog.text
+    texts = TEXTS * 2 + [f"more {i}" for i in range(5000)]
+    assert out.shape[0] == len(texts)
+    np.testing.assert_array_equal(out, VllmEncoderWrapper("fake/encoder", backend=FakeBackend()).embed_texts(texts))
+
+
+def test_a_cache_folder_that_cannot_be_created_warns_and_runs_uncached(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        wrapper, backend = _encoder(blocker / "cache")
+    assert "cannot be created" in caplog.text and "running without the cache" in caplog.text
+    assert wrapper.embed_texts(TEXTS[:5]).shape == (5, backend.dim) and backend.inputs_seen == 5
+
+
+def test_non_finite_rows_are_never_stored(tmp_path):
+    inner = FakeBackend(auto_dtype="bfloat16", nonfinite_dtypes=("bfloat16",))
+    backend = CachedBackend(inner, tmp_path)
+    from mteb_vllm.backends.base import TokenizedInput
+
+    out = backend.pool([TokenizedInput([2, 5, 3]), TokenizedInput([2, 6, 3])], "embed")
+    assert np.isnan(out[0]).all() and len(_rows(tmp_path)) == 1
+
+
+def _writer(cache_dir: str, offset: int, count: int) -> None:
+    wrapper = VllmEncoderWrapper("fake/encoder", backend=FakeBackend(), cache_dir=cache_dir)
+    for start in range(offset, offset + count, 50):  # many small commits, interleaving with the other process
+        wrapper.embed_texts([f"text {i}" for i in range(start, start + 50)])
+
+
+def test_two_processes_writing_one_folder_lose_and_mix_nothing(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), offset, 1500)) for offset in (0, 1000)]  # overlap
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    texts = [f"text {i}" for i in range(2500)]
+    reader, backend = _encoder(tmp_path)
+    got = reader.embed_texts(texts)
+    assert backend.inputs_seen == 0  # every entry of both writers is there
+    np.testing.assert_array_equal(got, VllmEncoderWrapper("fake/encoder", backend=FakeBackend()).embed_texts(texts))
+    assert [r.damaged for r in verify_cache(tmp_path)] == [0]
+
+
+def test_cache_commands_report_compact_and_clear(tmp_path):
+    first, _ = _encoder(tmp_path)
+    first.embed_texts(TEXTS)
+    other = VllmEncoderWrapper("fake/encoder", backend="fake", dtype="bfloat16", cache_dir=tmp_path)
+    other.embed_texts(TEXTS[:10])
+    info = cache_info(tmp_path)
+    assert sorted(n.entries for n in info.namespaces) == [10, len(TEXTS)]
+    assert {n.dtype for n in info.namespaces} == {"float32", "bfloat16"} and info.bytes > 0
+    assert compact_cache(tmp_path) >= 0
+    assert clear_cache(tmp_path, model="no-such-model") == 0
+    assert clear_cache(tmp_path) == 2 and cache_info(tmp_path).namespaces == []
+
+
+# --- the real engine and the real CLI -----------------------------------------------------------------------
+@pytest.mark.engine
+def test_a_fully_cached_run_never_starts_the_engine(minilm_path, tmp_path):
+    import mteb
+
+    from mteb_vllm import demo_tasks
+
+    with VllmEncoderWrapper(minilm_path, dtype="float32", cache_dir=tmp_path, lazy_start=True) as first:
+        a = {r.task_name: r.get_score() for r in mteb.evaluate(first, demo_tasks(), cache=None,
+                                                                 show_progress_bar=False).task_results}
+        assert first.backend.started
+    with VllmEncoderWrapper(minilm_path, dtype="float32", cache_dir=tmp_path, lazy_start=True) as second:
+        b = {r.task_name: r.get_score() for r in mteb.evaluate(second, demo_tasks(), cache=None,
+                                                                 show_progress_bar=False).task_results}
+        assert not second.backend.started  # the engine itself says it never ran
+        assert second.backend.stats.computed == 0
+    assert a == b
+
+
+@pytest.mark.engine
+def test_kill_9_in_the_middle_of_an_encode_loses_at_most_the_piece_in_flight(tmp_path):
+    """A real CLI run encoding a large generated task is killed once the cache holds some pieces but not all
+    (watched in the cache file, not guessed with a sleep). The rerun computes only what was not stored, and
+    its score equals an uninterrupted run's."""
+    from test_hostile_inputs import _cli_with_generated_tasks, _write_task_module
+
+    _write_task_module(tmp_path, n_pairs=12_000, n_tasks=1)  # ~24k sentences: several pieces of 4,096
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1"}
+    cache = tmp_path / "cache"
+    args = ["run", "--tasks", "GeneratedSTS0", "--dtype", "float32", "--cache-dir", str(cache)]
+    proc = _cli_with_generated_tasks(tmp_path, [*args, "--output-folder", str(tmp_path / "killed")], env)
+    deadline, stored = time.monotonic() + 600, 0
+    while stored < 3 * 4096:  # three pieces of 4,096 committed (of ~24k) ...
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+        stored = _committed(cache)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    stored = _committed(cache)
+    rerun = _cli_with_generated_tasks(tmp_path, [*args, "--output-folder", str(tmp_path / "rerun")], env)
+    out, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, out
+    cached, computed = _counts(out)
+    assert cached == stored and cached + computed == _unique_sentences(tmp_path)
+    assert computed < 0.5 * (cached + computed)  # ... and the rerun did less than half of the work
+    fresh = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--dtype", "float32",
+                                                 "--no-cache", "--output-folder", str(tmp_path / "fresh")], env)
+    fresh_out, _ = fresh.communicate(timeout=900)
+    assert fresh.returncode == 0, fresh_out
+    assert abs(_score(out) - _score(fresh_out)) <= 1e-6
+
+
+def _committed(cache: Path) -> int:
+    total = 0
+    for db in cache.glob("*.sqlite"):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                total += conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    return total
+
+
+def _counts(stdout: str) -> tuple[int, int]:
+    line = next(line for line in stdout.splitlines() if line.startswith("embeddings: "))
+    words = line.split()
+    return int(words[1]), int(words[3])
+
+
+def _score(stdout: str) -> float:
+    return float(next(line.split()[2] for line in stdout.splitlines() if line.startswith("GeneratedSTS0")))
+
+
+def _unique_sentences(folder: Path) -> int:
+    sys.path.insert(0, str(folder))
+    import importlib
+
+    module = importlib.import_module("generated_tasks")
+    task = module.DEMO_TASK_CLASSES["GeneratedSTS0"]()
+    task.load_data()
+    data = task.dataset["test"]
+    return len(set(data["sentence1"]) | set(data["sentence2"]))
+
