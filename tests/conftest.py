@@ -1,11 +1,15 @@
 """One real vLLM engine per model for the whole session (each start costs ~30 s on CPU)."""
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+# The CLI caches embeddings by default in the user cache folder; tests (and the CLI runs they start) use their
+# own, so a test run neither reads a user's entries nor leaves its own behind.
+os.environ.setdefault("MTEB_VLLM_CACHE", tempfile.mkdtemp(prefix="mteb-vllm-test-cache-"))
 
 
 @pytest.fixture(scope="session")

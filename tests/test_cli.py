@@ -70,7 +70,7 @@ def test_two_workers_give_the_main_scores_of_one(tmp_path):
     runs = {}
     for workers in ("1", "2"):
         proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--workers", workers, "--dtype",
-                               "float32", "--output-folder", str(tmp_path / workers)],
+                               "float32", "--no-cache", "--output-folder", str(tmp_path / workers)],
                               capture_output=True, text=True, timeout=900, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[workers] = _scores(proc.stdout)
