@@ -106,22 +106,37 @@ def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len:
         return [], report
     enc = tokenizer(first, second, add_special_tokens=True, truncation=False, verbose=False)
     ids, types = enc["input_ids"], enc.get("token_type_ids")
+    texts = [(q, d) for q, d in zip(first, second)]
     long_rows = [i for i, row in enumerate(ids) if len(row) > max_len]
     if long_rows:
         report.truncated = len(long_rows)
         report.longest = max(len(ids[i]) for i in long_rows)
-        cut = tokenizer([first[i] for i in long_rows], [second[i] for i in long_rows], add_special_tokens=True,
-                        truncation="longest_first", max_length=max_len, verbose=False)
+        queries, docs = [first[i] for i in long_rows], [second[i] for i in long_rows]
+        cut = tokenizer(queries, docs, add_special_tokens=True, truncation="longest_first", max_length=max_len,
+                        verbose=False, return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)))
         for j, i in enumerate(long_rows):
             ids[i] = cut["input_ids"][j]
             if types is not None:
                 types[i] = cut["token_type_ids"][j]
+            if "offset_mapping" in cut:
+                texts[i] = _surviving_texts(cut, j, queries[j], docs[j])
     filler = _fallback_token(tokenizer)
     out = []
     for i, row in enumerate(ids):
         type_row = list(types[i]) if types is not None else None
-        out.append(TokenizedInput(list(row) if row else [filler], type_row if row else None))
+        out.append(TokenizedInput(list(row) if row else [filler], type_row if row else None, pair=texts[i]))
     return out, report
+
+
+def _surviving_texts(encoding: Any, row: int, query: str, document: str) -> tuple[str, str]:
+    """Each side of a truncated pair cut after its last kept token (from the fast tokenizer's offsets)."""
+    sequence_ids = encoding.sequence_ids(row)
+    offsets = encoding["offset_mapping"][row]
+    ends = {0: 0, 1: 0}
+    for seq, (_, end) in zip(sequence_ids, offsets):
+        if seq is not None:
+            ends[seq] = max(ends[seq], end)
+    return query[:ends[0]], document[:ends[1]]
 
 
 def tokenize_templated(tokenizer: Any, template: Any, queries: list[str], documents: list[str],

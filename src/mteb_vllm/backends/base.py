@@ -21,12 +21,17 @@ PoolingTask = Literal["embed", "classify"]
 class TokenizedInput:
     """One request, already tokenized and truncated by the wrapper.
 
-    Tokenizing in the wrapper (not the engine) is what lets us count truncations, truncate only the
-    document side of a pair, and send each text's tokens exactly once.
+    Tokenizing in the wrapper (not the engine) is what lets us count truncations, truncate pairs the way the
+    reference does, and send each text's tokens exactly once.
+
+    ``pair`` is set for cross-encoder pairs: the two texts as far as their tokens survived truncation. A
+    backend that cannot pass segment ids with token ids (``vllm serve``'s /score takes text pairs) sends these;
+    re-tokenized, they give exactly ``token_ids``.
     """
 
     token_ids: list[int]
     token_type_ids: list[int] | None = None
+    pair: tuple[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.token_ids)

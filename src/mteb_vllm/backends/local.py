@@ -178,9 +178,8 @@ class LocalVllmBackend:
         """The ``vllm.LLM`` keyword arguments and the environment this backend starts vLLM with.
 
         ``server=True`` gives the same model settings for a separate ``vllm serve`` process (no in-process
-        executor, no explicit KV cache size: the server owns its memory), so a fleet started with
-        :mod:`mteb_vllm.serve` computes what this backend computes. Imports vLLM (its device and argument
-        checks).
+        executor), so a fleet started with :mod:`mteb_vllm.serve` computes what this backend computes. Imports
+        vLLM (its device and argument checks).
         """
         from ..hardware import (
             CPU_BLOCK_SIZE,
@@ -217,8 +216,7 @@ class LocalVllmBackend:
             trust = bool(config.trust_remote_code)
             batched = config.max_num_batched_tokens or cpu_batched_tokens(
                 config.model, trust_remote_code=trust, max_model_len=config.max_model_len)
-            if (not server and config.gpu_memory_utilization is None
-                    and "kv_cache_memory_bytes" not in engine_kwargs):
+            if config.gpu_memory_utilization is None and "kv_cache_memory_bytes" not in engine_kwargs:
                 engine_kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(
                     config.model, trust_remote_code=trust, max_model_len=config.max_model_len,
                     max_num_batched_tokens=batched, dtype=config.dtype)

@@ -21,7 +21,7 @@ from typing import Any
 from .common import EXIT_ERROR, EXIT_USAGE
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "rerank", "parity", "bench", "results", "cache")
+COMMANDS = ("run", "rerank", "parity", "bench", "results", "cache", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         argv = ["run"]  # no arguments: the offline demo
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not getattr(args, "passthrough", False):
+            parser.parse_args(argv)  # argparse's own "unrecognized arguments" message and exit code 2
+        args.extra = extra
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -1,0 +1,242 @@
+"""A fake ``vllm serve``: the HTTP API the remote backend uses, answered by :class:`FakeBackend`.
+
+Why: the remote backend's hard parts are failure handling and load balancing (a server that dies mid-run,
+500s, malformed answers, a fleet of 32 servers), and none of that needs a model. This server speaks the same
+requests and answers as vLLM 0.32 (``/health``, ``/v1/models``, ``/v1/embeddings`` with token ids and base64
+output, ``/classify`` with token ids, ``/score`` with text pairs) and computes with FakeBackend, so its numbers
+are a pure function of each input's tokens: any split of the work over any number of servers gives the same
+result, bit for bit. It can be slow on purpose (per-token and per-request latency, a capacity limit), fail on
+purpose (an error rate, a kill at request N, malformed JSON), or serve another model.
+
+Run one from a test with :class:`FakeServer` (a separate process, so its work does not share the client's GIL,
+and so it can really die), or by hand: ``python -m mteb_vllm.testing.fake_server --port 8100 --model m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import TokenizedInput
+from .fake_backend import FakeBackend
+
+
+@dataclass
+class FakeServerConfig:
+    """What the fake server serves and how it misbehaves."""
+
+    model: str = "fake-model"
+    max_model_len: int = 512
+    dim: int = 64
+    num_labels: int = 1
+    seconds_per_token: float = 0.0
+    seconds_per_request: float = 0.0
+    #: Requests computed at once; more wait (0: no limit). A fixed capacity per server is what makes a fleet
+    #: benchmark measure the client, not the machine.
+    capacity: int = 0
+    error_rate: float = 0.0
+    kill_at_request: int | None = None
+    malformed: bool = False
+    tasks: list[str] = field(default_factory=lambda: ["embed", "classify", "score"])
+    #: A Hugging Face tokenizer for /score's text pairs (a folder); default: FakeBackend's byte tokenizer.
+    tokenizer: str | None = None
+    seed: int = 0
+
+
+class _State:
+    def __init__(self, config: FakeServerConfig):
+        self.config = config
+        self.backend = FakeBackend(dim=config.dim, num_labels=config.num_labels, max_model_len=config.max_model_len,
+                                   tokenizer=config.tokenizer)
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(config.capacity) if config.capacity else None
+        self.random = random.Random(config.seed)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: _State
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the tests read the client's logs
+        return
+
+    def _send(self, status: int, body: Any, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        config = self.state.config
+        if self.path == "/health":
+            self._send(200, {})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": config.model, "object": "model", "root": config.model,
+                                                         "max_model_len": config.max_model_len}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        state, config = self.state, self.state.config
+        length = int(self.headers.get("Content-Length", 0))
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return self._send(400, {"error": {"message": "invalid JSON"}})
+        with state.lock:
+            state.requests += 1
+            number = state.requests
+            fail = state.random.random() < config.error_rate
+        if config.kill_at_request is not None and number >= config.kill_at_request:
+            os._exit(1)  # a crashed server: the connection just drops
+        route = {"/v1/embeddings": "embed", "/classify": "classify", "/score": "score"}.get(self.path)
+        if route is None:
+            return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        if route not in config.tasks:
+            return self._send(400, {"error": {"message": f"The model does not support {route}"}})
+        if body.get("model") not in (None, config.model):
+            return self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
+        if fail:
+            return self._send(500, {"error": {"message": "injected failure"}})
+        if config.malformed:
+            return self._send(200, None, raw=b'{"data": [{"index": 0, "embedding": ')
+        try:
+            items = self._items(route, body)
+        except ValueError as exc:
+            return self._send(400, {"error": {"message": str(exc)}})
+        if state.slots is not None:
+            state.slots.acquire()
+        try:
+            time.sleep(config.seconds_per_request + config.seconds_per_token * sum(len(i) for i in items))
+            out = state.backend.pool(items, "embed" if route == "embed" else "classify")
+        finally:
+            if state.slots is not None:
+                state.slots.release()
+        self._send(200, self._answer(route, body, out, sum(len(i) for i in items)))
+
+    def _items(self, route: str, body: dict[str, Any]) -> list[TokenizedInput]:
+        config = self.state.config
+        if route == "score":
+            first, second = body.get("text_1"), body.get("text_2")
+            if isinstance(first, str):
+                first = [first] * len(second)
+            tok = self.state.backend.tokenizer
+            enc = tok(first, second, add_special_tokens=True)
+            items = [TokenizedInput(ids, types) for ids, types in zip(enc["input_ids"], enc["token_type_ids"])]
+        else:
+            raw = body.get("input")
+            if not isinstance(raw, list) or not raw:
+                raise ValueError("input must be a list of token id lists")
+            raw = [raw] if isinstance(raw[0], int) else raw
+            items = [TokenizedInput(list(ids)) for ids in raw]
+        for i, item in enumerate(items):
+            if len(item) > config.max_model_len:
+                raise ValueError(f"input {i} has {len(item)} tokens, more than max_model_len {config.max_model_len}")
+        return items
+
+    def _answer(self, route: str, body: dict[str, Any], out: np.ndarray, tokens: int) -> dict[str, Any]:
+        model, usage = self.state.config.model, {"prompt_tokens": tokens, "total_tokens": tokens}
+        if route == "embed":
+            as_base64 = body.get("encoding_format") == "base64"
+            data = [{"index": i, "object": "embedding",
+                     "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode() if as_base64
+                     else row.tolist()} for i, row in enumerate(out)]
+        elif route == "classify":
+            data = [{"index": i, "label": None, "probs": row.tolist(), "num_classes": len(row)}
+                    for i, row in enumerate(out)]
+        else:
+            data = [{"index": i, "object": "score", "score": float(row[-1])} for i, row in enumerate(out)]
+        return {"object": "list", "model": model, "data": data, "usage": usage}
+
+
+def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 8100) -> None:
+    """Serve until killed (the tests stop it by killing its process)."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("the fake server only listens on the loopback interface")
+    handler = type("Handler", (_Handler,), {"state": _State(config)})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeServer:
+    """A fake server in its own process, on a free loopback port: ``with FakeServer(config) as url: ...``."""
+
+    def __init__(self, config: FakeServerConfig | None = None, *, port: int | None = None, start_timeout: float = 60):
+        self.config = config or FakeServerConfig()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> FakeServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mteb_vllm.testing.fake_server", "--port", str(self.port), "--config",
+             json.dumps(asdict(self.config))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fake server exited: {self.proc.stderr.read().decode()[-1000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"fake server on {self.url} did not come up in {self.start_timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> str:
+        self.start()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A fake vllm serve for tests and fleet simulations (loopback only)")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--config", default="{}", help="FakeServerConfig fields as JSON")
+    parser.add_argument("--model")
+    args = parser.parse_args(argv)
+    fields = json.loads(args.config)
+    if args.model:
+        fields["model"] = args.model
+    serve(FakeServerConfig(**fields), port=args.port)
+
+
+if __name__ == "__main__":
+    main()
