@@ -41,7 +41,7 @@ class VllmWrapperBase:
         head_dtype: dtype of the pooling/classifier head ("model" keeps the model dtype).
         max_model_len: Context length; inputs longer than it are truncated (and counted).
         max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 4096 tokens or the context
-            length if longer, 256 sequences).
+            length if longer, 512 sequences).
         tensor_parallel_size: GPUs (or CPU core groups) to shard the model over.
         enable_prefix_caching: Reuse KV cache of shared prefixes (helps long instruction prompts).
         gpu_memory_utilization: Fraction of device memory (on CPU, of RAM).

@@ -26,11 +26,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("vllm", "st", "mteb-builtin")
-WORDS = ("time people year way day thing man world life hand part child eye woman place work week case point "
-         "government company number group problem fact river model music data search engine house city water "
-         "night room mother area money story month book job word business issue side kind head").split()
-
-
 @dataclass
 class BenchConfig:
     """What to measure. ``input_len`` gives a fixed-length workload (tokens per text, special tokens
@@ -67,18 +62,19 @@ class BenchConfig:
 
 
 def workload_texts(workload: str, n: int, seed: int = 0) -> list[str]:
-    """Deterministic texts: "fixed-N" gives N tokens per text on a BERT WordPiece tokenizer (every word
-    is one token, plus [CLS]/[SEP]); "variable" gives 5-200 words."""
-    rng = np.random.default_rng(seed)
+    """Deterministic texts: "fixed-N" gives N tokens per text on a BERT WordPiece tokenizer; "variable" gives
+    5-200 words (see :mod:`mteb_vllm.workloads`)."""
+    from .workloads import fixed_texts, variable_texts
+
     if workload.startswith("fixed-"):
-        words = int(workload.split("-", 1)[1]) - 2
-        return [" ".join(rng.choice(WORDS, size=words)) for _ in range(n)]
-    return [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 201)))) for _ in range(n)]
+        return fixed_texts(n, int(workload.split("-", 1)[1]), seed)
+    return variable_texts(n, seed)
 
 
 # --- backends, as the child process sees them ------------------------------------------------------------
 def _load(backend: str, model: str, model_name: str | None, dtype: str) -> tuple[Any, Any]:
-    """(model, encode(texts) -> array)."""
+    """(model, encode(texts) -> array). ``dtype="auto"`` is each backend's own default: ours resolves it by
+    the precision policy, sentence-transformers loads float32, mteb's built-in wrapper leaves it to vLLM."""
     if backend == "vllm":
         from .encoder import VllmEncoderWrapper
 
@@ -88,8 +84,8 @@ def _load(backend: str, model: str, model_name: str | None, dtype: str) -> tuple
         import torch
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(model, device="cpu" if not torch.cuda.is_available() else None,
-                                 model_kwargs={"torch_dtype": getattr(torch, dtype)})
+        kwargs = {} if dtype == "auto" else {"model_kwargs": {"torch_dtype": getattr(torch, dtype)}}
+        st = SentenceTransformer(model, device="cpu" if not torch.cuda.is_available() else None, **kwargs)
         return st, lambda texts: st.encode(texts, batch_size=len(texts), show_progress_bar=False)
     from mteb.mocks.mock_tasks.sts import MockSTSTask
     from mteb.models.vllm_wrapper import VllmEncoderWrapper as Builtin
@@ -103,13 +99,26 @@ def _load(backend: str, model: str, model_name: str | None, dtype: str) -> tuple
                                                  hf_subset="default")
 
 
+def _computed_dtype(backend: str, model: Any, requested: str) -> str:
+    """The precision a loaded backend computes in (the point of "auto" rows)."""
+    if backend == "vllm":
+        return str(model.dtype)
+    if backend == "st":
+        return str(next(model.parameters()).dtype).replace("torch.", "")
+    try:  # mteb's built-in wrapper: what vLLM made of its dtype
+        return str(model.llm.llm_engine.model_config.dtype).replace("torch.", "")
+    except AttributeError:
+        return requested
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Load one backend in one dtype and time every (workload, batch size). Runs in a fresh process."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    _, encode = _load(spec["backend"], spec["model"], spec.get("model_name"), spec["dtype"])
+    model, encode = _load(spec["backend"], spec["model"], spec.get("model_name"), spec["dtype"])
     start_s = time.perf_counter() - started
+    resolved = _computed_dtype(spec["backend"], model, spec["dtype"])
     points = []
     for workload in spec["workloads"]:
         texts = workload_texts(workload, spec["n"])
@@ -122,7 +131,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
                 encode(texts[i:i + batch_size])
                 latencies.append(time.perf_counter() - t0)
             points.append({"workload": workload, "batch_size": batch_size, "latencies_s": latencies})
-    return {"start_s": start_s, "points": points}
+    return {"start_s": start_s, "points": points, "resolved_dtype": str(resolved) if resolved else None}
 
 
 # --- the parent: orchestration, FLOPs, report ---------------------------------------------------------------
@@ -142,6 +151,8 @@ class BenchPoint:
     engine_start_s: float
     model_gflops_per_s: float | None
     peak_fraction: float | None
+    #: The precision the backend computed in ("auto" rows: what the backend's default resolved to).
+    computed_dtype: str = ""
 
 
 def _on_gpu() -> bool:
@@ -177,7 +188,13 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             logger.warning("skipping %s: %s", dtype, reason)
         else:
             dtypes.append(dtype)
-    peaks = {dtype: matmul_peak_gflops(dtype) for dtype in dtypes}
+    peaks: dict[str, float] = {}
+
+    def peak(dtype: str) -> float:  # measured once per precision a run actually computes in
+        if dtype not in peaks:
+            peaks[dtype] = matmul_peak_gflops(dtype)
+        return peaks[dtype]
+
     shape = model_shape(config.model)
     max_len = model_context_length(config.model, trust_remote_code=True) or 512
     lengths = {w: _token_lengths(config.model, w, config.n, max_len) for w in workloads}
@@ -190,6 +207,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             failed.append({"backend": backend, "dtype": dtype, "error": error})
             logger.error("%s %s failed: %s", backend, dtype, error)
             continue
+        computed = result.get("resolved_dtype") or (dtype if dtype != "auto" else "float32")
         for p in result["points"]:
             lat = np.asarray(p["latencies_s"])
             lens = lengths[p["workload"]]
@@ -202,7 +220,9 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                 requests=len(lens), tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
                 requests_per_s=len(lens) / seconds, latency_ms_p50=float(np.median(lat) * 1e3),
                 latency_ms_mean=float(lat.mean() * 1e3), engine_start_s=result["start_s"],
-                model_gflops_per_s=gflops, peak_fraction=gflops / peaks[dtype] if gflops else None))
+                model_gflops_per_s=gflops, computed_dtype=computed,
+                peak_fraction=gflops / peak(computed) if gflops and computed in ("float32", "bfloat16", "float16")
+                else None))
     report = {
         "command": "mteb-vllm " + " ".join(sys.argv[1:]) if sys.argv and "mteb-vllm" in sys.argv[0] else None,
         "machine": machine_info(), "versions": versions(), "config": asdict(config),
@@ -218,7 +238,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def run_isolated(cmd: list[str], stderr_path: str | Path) -> int:
+def run_isolated(cmd: list[str], stderr_path: str | Path, env: dict[str, str] | None = None) -> int:
     """Run ``cmd`` in its own session, wait for it, then kill whatever it left behind.
 
     Benchmark children exit without tearing their engines down; engine processes they spawned (mteb's
@@ -228,13 +248,70 @@ def run_isolated(cmd: list[str], stderr_path: str | Path) -> int:
     import signal
 
     with open(stderr_path, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env={**os.environ, **(env or {})})
         returncode = proc.wait()
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     return returncode
+
+
+@dataclass
+class ChildRun:
+    """One benchmark child process: its timing JSON, its output array (if it saved one) and wall time."""
+
+    timing: dict[str, Any]
+    output: np.ndarray | None
+    wall_s: float
+
+
+def run_rounds(script: str, backends: list[str], child_args: list[str], repeats: int = 3,
+               env: dict[str, str] | None = None) -> dict[str, list[ChildRun]]:
+    """Run ``python script --child NAME ... --out PATH`` for every backend, ``repeats`` rounds of one fresh
+    process per backend, interleaved (a slow spell of this shared machine then hits every backend alike).
+
+    Each child runs in its own session and whatever it leaves is killed (:func:`run_isolated`); it writes
+    ``PATH.json`` (its timings) and optionally ``PATH.npy``. A child that fails stops the benchmark with its
+    stderr's last lines: a crash is never a data point, nor a skip.
+    """
+    tmp = tempfile.mkdtemp(prefix="mteb_vllm_bench_")
+    done: dict[str, list[ChildRun]] = {name: [] for name in backends}
+    for round_ in range(repeats):
+        for name in backends:
+            out = os.path.join(tmp, f"{name}-{round_}")
+            started = time.perf_counter()
+            code = run_isolated([sys.executable, script, "--child", name, *child_args, "--out", out],
+                                out + ".stderr", env=env)
+            wall = time.perf_counter() - started
+            if code != 0 or not os.path.exists(out + ".json"):
+                tail = Path(out + ".stderr").read_text(errors="replace").strip().splitlines()[-15:]
+                raise RuntimeError(f"benchmark child {name} failed (exit {code}):\n" + "\n".join(tail))
+            with open(out + ".json") as fh:
+                timing = json.load(fh)
+            array = np.load(out + ".npy") if os.path.exists(out + ".npy") else None
+            done[name].append(ChildRun(timing, array, wall))
+            logger.info("round %d %s: %s", round_ + 1, name, {k: v for k, v in timing.items() if
+                                                               isinstance(v, (int, float))})
+    return done
+
+
+def medians(runs: list[ChildRun], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Median, minimum and maximum of each of ``keys`` over one backend's runs."""
+    out = {}
+    for key in keys:
+        values = [float(run.timing[key]) for run in runs]
+        out[key] = {"median": float(np.median(values)), "min": min(values), "max": max(values)}
+    return out
+
+
+def write_json(path: str | Path, body: dict[str, Any]) -> dict[str, Any]:
+    """Save a benchmark's results with the machine and package versions they were measured on."""
+    report = {"machine": machine_info(), "versions": versions(), **body}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2))
+    return report
 
 
 def _spawn(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -281,7 +358,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     for p in report["points"]:
         gf = f"{p['model_gflops_per_s']:.1f}" if p["model_gflops_per_s"] else "n/a"
         pct = f"{100 * p['peak_fraction']:.0f} %" if p["peak_fraction"] else "n/a"
-        lines.append(f"| {p['backend']} | {p['dtype']} | {p['workload']} | {p['batch_size']} | "
+        dtype = p["dtype"] if p["dtype"] != "auto" else f"defaults ({p.get('computed_dtype') or '?'})"
+        lines.append(f"| {p['backend']} | {dtype} | {p['workload']} | {p['batch_size']} | "
                      f"{p['tokens_per_s']:,.0f} | {p['requests_per_s']:.1f} | {p['latency_ms_p50']:.1f} | {gf} | {pct} |")
     peaks = ", ".join(f"{d}: {v:.1f} GFLOP/s" for d, v in report["matmul_peak_gflops"].items())
     lines += ["", f"Matmul peak measured in the same run: {peaks or 'n/a'}."]

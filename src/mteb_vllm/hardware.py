@@ -25,7 +25,10 @@ CPU_MEMORY_FRACTION = 0.4
 #: mmap ceiling (see CPU_MMAP_THRESHOLD), so its memory is reused between steps. Raised to the model's
 #: context length when that is longer, since a pooling request cannot be split across steps.
 CPU_MAX_NUM_BATCHED_TOKENS = 4096
-CPU_MAX_NUM_SEQS = 256
+#: Sequences per engine step on CPU. Short texts (STS sentences: ~13 tokens) fill a 4096-token step with ~300
+#: sequences; 256 cut every step short. Three STS-shaped tasks (29k sentences, bf16): 11.7/11.9 s with 256,
+#: 10.5/10.6/11.0/11.3 s with 512, 11.8/11.9 s with 1024 (benchmarks/tuning.md).
+CPU_MAX_NUM_SEQS = 512
 #: KV cache block size on CPU (vLLM's CPU default is 128; its attention kernel takes any multiple of 32).
 #: Every sequence occupies whole blocks, and for encoder-only models (BERT and kin) vLLM allocates and
 #: zeroes a scratch cache of that many blocks in every step. With 128-token blocks a 25-token STS

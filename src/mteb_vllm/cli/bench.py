@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "HF id or local path (default: the packaged all-MiniLM-L6-v2)"), common_parser()],
         help="throughput/latency of vLLM vs sentence-transformers vs mteb's wrapper")
     ben.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    ben.add_argument("--dtypes", nargs="+", default=["float32"],
+    ben.add_argument("--dtypes", nargs="+", default=["auto", "float32"],
                      choices=["auto", "float32", "bfloat16", "float16"],
-                     help="precisions to measure; 'auto' is the default a user gets")
+                     help="precisions to measure; auto is what each backend does with no dtype given (the row a "
+                          "user gets); default: auto float32")
     ben.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32, 128])
     ben.add_argument("--input-len", type=int, help="fixed input length in tokens")
     ben.add_argument("--variable-length", action="store_true", help="texts of 5-200 words")
