@@ -1,5 +1,5 @@
-"""Time one engine setting on the 2000-text encode set and on the 6000 short sentences of the generated
-STS-3000 task (two calls, as mteb's STS evaluator makes them): how the CPU defaults in mteb_vllm.hardware and
+"""Time one engine setting on the 2000-text encode set and on the 6216 short sentences of the generated
+STS12-sized task (two calls, as mteb's STS evaluator makes them): how the CPU defaults in mteb_vllm.hardware and
 backends.local were chosen (results in benchmarks/tuning.md).
 
     .venv/bin/python benchmarks/engine_settings.py '{"max_num_batched_tokens": 4096}' ['{"ENV_VAR": "value"}']
@@ -15,25 +15,22 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 if __name__ == "__main__":
     engine_args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     os.environ.update(json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
     os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
-    from encode_throughput import make_texts, synthetic_sts
-
     from mteb_vllm import VllmEncoderWrapper, default_model_path
+    from mteb_vllm.workloads import sts_task, variable_texts
 
-    texts = make_texts(2000)
+    texts = variable_texts(2000)
     t0 = time.perf_counter()
-    wrapper = VllmEncoderWrapper(default_model_path(), dtype="float32", **engine_args)
+    wrapper = VllmEncoderWrapper(default_model_path(), **{"dtype": "float32", **engine_args})
     start = time.perf_counter() - t0
     wrapper.embed_texts(texts[:50])
     t0 = time.perf_counter()
     wrapper.embed_texts(texts)
     took = time.perf_counter() - t0
-    sts = synthetic_sts(3000)
+    sts = sts_task("GeneratedSTS12", 3108, 12)
     sts.load_data()
     pairs = sts.dataset["test"]
     t0 = time.perf_counter()

@@ -21,15 +21,15 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encode_throughput import make_texts, medians, run_children, write_report  # noqa: E402
 
 
 def make_pairs(n: int, seed: int = 1) -> tuple[list[str], list[str]]:
     """20 documents per query, documents 5-200 words, queries 3-15 words (a reranking workload)."""
-    docs = make_texts(n, seed=seed)
+    from mteb_vllm.workloads import variable_texts
+
+    docs = variable_texts(n, seed=seed)
     rng = np.random.default_rng(seed + 1)
-    queries = [" ".join(q.split()[: int(rng.integers(3, 16))]) for q in make_texts(max(1, n // 20), seed=seed + 2)]
+    queries = [" ".join(q.split()[: int(rng.integers(3, 16))]) for q in variable_texts(max(1, n // 20), seed=seed + 2)]
     return [queries[i // 20 % len(queries)] for i in range(n)], docs
 
 
@@ -61,6 +61,12 @@ def score_st(model, queries, docs):
 def load_ours(path):
     from mteb_vllm import VllmCrossEncoderWrapper
 
+    return VllmCrossEncoderWrapper(path)  # the defaults
+
+
+def load_ours_fp32(path):
+    from mteb_vllm import VllmCrossEncoderWrapper
+
     return VllmCrossEncoderWrapper(path, dtype="float32")
 
 
@@ -81,7 +87,10 @@ def score_builtin(model, queries, docs):
                          hf_split="test", hf_subset="default")
 
 
-BACKENDS = {"st": (load_st, score_st), "ours": (load_ours, score_ours), "builtin": (load_builtin, score_builtin)}
+BACKENDS = {"st": (load_st, score_st), "ours": (load_ours, score_ours), "ours-fp32": (load_ours_fp32, score_ours),
+            "builtin": (load_builtin, score_builtin)}
+LABELS = {"st": "sentence-transformers CrossEncoder (default, float32)", "ours": "mteb-vllm, defaults",
+          "ours-fp32": "mteb-vllm, dtype=float32", "builtin": "mteb built-in vLLM wrapper, dtype=float32"}
 
 
 def _child(name: str, n: int, model_path: str, out_path: str) -> None:
@@ -95,18 +104,20 @@ def _child(name: str, n: int, model_path: str, out_path: str) -> None:
     out = np.asarray(score(model, queries, docs), dtype=np.float32)
     took = time.perf_counter() - started
     np.save(out_path + ".npy", out)
+    dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "") if name in ("ours", "ours-fp32") \
+        else "float32"
     with open(out_path + ".json", "w") as fh:
-        json.dump({"seconds": took, "engine_start_s": start}, fh)
+        json.dump({"seconds": took, "start_s": start, "dtype": dtype}, fh)
     os._exit(0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--backends", nargs="+", default=["st", "ours", "builtin"])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--repeats", type=int, default=3,
                         help="fresh processes per backend, interleaved; medians are reported")
-    parser.add_argument("--json", default="benchmarks/rerank_throughput.json")
+    parser.add_argument("--json", default="benchmarks/results/rerank_throughput.json")
     parser.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "mteb_vllm_bench_cross_encoder"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -116,27 +127,36 @@ def main() -> None:
     if args.child:
         _child(args.child, args.n, args.model_dir, args.out)
         return
+    import logging
+
     from transformers import AutoTokenizer
 
+    from mteb_vllm.bench import medians, run_rounds, write_json
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = build_model(args.model_dir)
     queries, docs = make_pairs(args.n)
     tok = AutoTokenizer.from_pretrained(path)
     tokens = sum(min(len(ids), 512) for ids in tok(queries, docs)["input_ids"])
-    results, outputs = {}, {}
-    runs = run_children(__file__, args.backends, ["--n", str(args.n), "--model-dir", path], repeats=args.repeats)
+    runs = run_rounds(__file__, args.backends, ["--n", str(args.n), "--model-dir", path], repeats=args.repeats)
+    reference = runs["st"][0].output if "st" in runs else None
+    results = {}
     for name, done in runs.items():
-        outputs[name] = done[0][1]
-        timings, med = medians(done, ("seconds", "engine_start_s"))
-        took, start = med["seconds"], med["engine_start_s"]
-        results[name] = {"seconds": took, "pairs_per_s": args.n / took, "tokens_per_s": tokens / took,
-                         "engine_start_s": start, "runs": timings}
-        print(f"{name:8s} {took:7.1f} s  {args.n / took:7.1f} pairs/s  {tokens / took:9.0f} tokens/s  "
-              f"start {start:.1f} s (medians of {len(timings)})", flush=True)
-    if "st" in outputs:
-        for name, out in outputs.items():
-            results[name]["max_abs_diff_vs_st"] = float(np.abs(out - outputs["st"]).max())
-            results[name]["ratio_vs_st"] = results["st"]["seconds"] / results[name]["seconds"]
-    write_report(args.json, {"n_pairs": args.n, "tokens": tokens, "repeats": args.repeats, "results": results})
+        stats = medians(done, ("seconds", "start_s"))
+        took = stats["seconds"]["median"]
+        row = {"label": LABELS[name], "dtype": done[0].timing["dtype"], **stats, "pairs_per_s": args.n / took,
+               "tokens_per_s": tokens / took, "runs": [r.timing for r in done]}
+        if reference is not None:
+            row["max_abs_diff_vs_st"] = float(np.abs(done[0].output - reference).max())
+        results[name] = row
+    if "st" in results:
+        for row in results.values():
+            row["ratio_vs_st"] = results["st"]["seconds"]["median"] / row["seconds"]["median"]
+    report = write_json(args.json, {"workload": {"pairs": args.n, "tokens": tokens}, "repeats": args.repeats,
+                                    "results": results})
+    for row in report["results"].values():
+        print(f"{row['label']:55s} {row['dtype']:9s} {row['seconds']['median']:7.1f} s  "
+              f"x{row.get('ratio_vs_st', float('nan')):.2f}  max |diff| {row.get('max_abs_diff_vs_st', 0):.1e}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 Why SQLite (the standard library's, no extra dependency), after weighing plain ``.npy`` segments with a key
 file and LMDB:
 
-- **Crash safety for free.** Every flush is one transaction; with write-ahead logging and ``synchronous=FULL``
-  a committed transaction survives ``kill -9`` and power loss, and an interrupted one leaves nothing half
-  written. That is exactly "a crash loses at most the last unflushed piece", with no temp-file/rename/fsync
+- **Crash safety for free.** Every flush is one transaction; with write-ahead logging a committed transaction
+  survives ``kill -9`` (``synchronous=NORMAL``: a power cut may lose the last commits, never the file's
+  integrity), and an interrupted one leaves nothing half written. That is exactly "a crash loses at most the last unflushed piece", with no temp-file/rename/fsync
   protocol of our own to get wrong (mteb's own cache rewrote a JSON index in place and lost vectors).
 - **Several writers.** Workers and shards of one run share a cache folder; SQLite serializes writers with file
   locks (``busy_timeout``), readers never block in WAL mode, and ``INSERT OR IGNORE`` makes a race between two
@@ -44,7 +44,7 @@ from .errors import MtebVllmError
 logger = logging.getLogger(__name__)
 
 #: Bumped when the layout or the key derivation changes: an old cache is then simply not found.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _SELECT_CHUNK = 500  # keys per SELECT ... IN (...)
 
 
@@ -129,13 +129,18 @@ class Namespace:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL in WAL mode: a commit survives the process being killed (it is in the log, in the OS's page
+        # cache); only a power cut can lose the last commits, and never corrupts the file. FULL fsyncs every
+        # commit, which cost 6 % of a cold STS run here.
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=60000")
         if self.max_bytes is not None:  # a size cap (tests use it to make "disk full" happen on purpose)
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count={max(2, self.max_bytes // page)}")
-        conn.execute("CREATE TABLE IF NOT EXISTS items (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, "
-                      "crc INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID")
+        # A rowid table with a unique index on the key, not WITHOUT ROWID: rows of 1.5 KB and more would make a
+        # clustered key index deep and slow (SQLite recommends WITHOUT ROWID for small rows only).
+        conn.execute("CREATE TABLE IF NOT EXISTS items (key BLOB NOT NULL UNIQUE, dim INTEGER NOT NULL, "
+                      "crc INTEGER NOT NULL, data BLOB NOT NULL)")
         conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         return conn
 
