@@ -17,8 +17,13 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not engine and not slow"
 
+# every benchmark, one after another (they must not share the cores), then BENCHMARKS.md from their JSON
 bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/e2e_defaults.py
 	$(VENV)/bin/python benchmarks/encode_throughput.py
 	$(VENV)/bin/python benchmarks/rerank_throughput.py
-	$(VENV)/bin/mteb-vllm bench --dtypes float32 bfloat16 --output-folder benchmarks/results
+	$(VENV)/bin/mteb-vllm bench --dtypes auto float32 bfloat16 --output-folder benchmarks/results
+	$(VENV)/bin/python benchmarks/cache_rerun.py
+	$(VENV)/bin/python benchmarks/remote_overhead.py
+	$(VENV)/bin/python benchmarks/fleet_scaling.py
 	$(VENV)/bin/python benchmarks/make_report.py

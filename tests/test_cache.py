@@ -300,3 +300,45 @@ def _unique_sentences(folder: Path) -> int:
     data = task.dataset["test"]
     return len(set(data["sentence1"]) | set(data["sentence2"]))
 
+
+
+def test_pieces_hold_about_flush_seconds_of_work_at_the_measured_rate(tmp_path, monkeypatch):
+    """A slow model commits often (a kill loses little); the first piece is small, to measure the rate."""
+    from mteb_vllm.backends import cached
+    from mteb_vllm.backends.base import TokenizedInput
+
+    monkeypatch.setattr(cached, "FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr(cached, "MIN_FLUSH_TOKENS", 100)
+    inner = FakeBackend(seconds_per_token=1e-4)  # 10,000 tokens/s at most: 0.05 s is <= 500 tokens
+    inputs = [TokenizedInput([2] + [10 + i] * 8 + [3]) for i in range(300)]  # 10 tokens each
+    out = CachedBackend(inner, tmp_path).pool(inputs, "embed")
+    tokens = [call.tokens for call in inner.calls]
+    assert out.shape[0] == 300 and sum(tokens) == 3000
+    assert tokens[0] <= 100 and len(tokens) >= 6 and max(tokens[1:]) <= 500, tokens
+
+
+def test_pieces_are_never_smaller_than_what_a_fleet_holds_in_flight(tmp_path):
+    from mteb_vllm.backends.base import TokenizedInput
+
+    class Fleet(FakeBackend):
+        capacity = (8192, 100_000)  # as RemoteBackend.capacity reports it
+
+    inputs = [TokenizedInput([2, 10 + i % 1000, 3]) for i in range(5000)]
+    alone, fleet = FakeBackend(), Fleet()
+    CachedBackend(alone, tmp_path / "a").pool(inputs, "embed")
+    CachedBackend(fleet, tmp_path / "b").pool(inputs, "embed")
+    assert [c.inputs for c in alone.calls] == [4096, 904]  # FLUSH_ROWS bounds a piece for one engine
+    assert [c.inputs for c in fleet.calls] == [5000]  # the fleet gets all of it at once
+
+
+def test_a_new_vllm_version_is_warned_about_and_entries_are_kept(tmp_path, caplog):
+    from mteb_vllm.cache_store import Manifest, Namespace
+
+    first = Namespace(tmp_path, Manifest("f" * 24, {"model": "m"}, vllm="0.31.0"))
+    first.put([(b"k" * 16, np.ones(4, np.float32))])
+    first.close()
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        again = Namespace(tmp_path, Manifest("f" * 24, {"model": "m"}, vllm="0.32.0"))
+    assert "filled with vLLM 0.31.0; this run uses vLLM 0.32.0" in caplog.text
+    assert list(again.get([b"k" * 16])) == [b"k" * 16]
+    again.close()

@@ -97,3 +97,21 @@ def test_shards_of_a_run_fill_one_folder_and_results_shows_what_is_missing(tmp_p
     done = cli("results", out, "--tasks", "MtebVllmDemoSTS", "MtebVllmDemoRetrieval")
     assert done.returncode == 0 and "every run has all 2 task(s)" in done.stdout
     assert set(_scores(first.stdout)) | set(_scores(second.stdout)) == {"MtebVllmDemoSTS", "MtebVllmDemoRetrieval"}
+
+
+def test_results_lists_what_a_benchmark_lacks(tmp_path, capsys):
+    """`mteb-vllm results FOLDER --benchmark NAME`: the scores there, and every task of the benchmark missing."""
+    import mteb
+
+    from mteb_vllm import VllmEncoderWrapper, demo_tasks
+    from mteb_vllm.cli import main
+    from mteb_vllm.runner import run_tasks
+
+    sts = [t for t in demo_tasks() if t.metadata.name == "MtebVllmDemoSTS"]
+    run_tasks(VllmEncoderWrapper("fake/encoder", backend="fake"), sts, output_folder=tmp_path)
+    capsys.readouterr()
+    benchmark = mteb.get_benchmark("MTEB(eng, v2)")
+    assert main(["results", str(tmp_path), "--benchmark", "MTEB(eng, v2)"]) == 1
+    out = capsys.readouterr().out
+    assert "MtebVllmDemoSTS" in out and f"{len(benchmark.tasks)} of {len(benchmark.tasks)} task(s) missing" in out
+    assert "STS12" in out

@@ -53,6 +53,7 @@ def test_allocator_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
     assert hardware.tune_cpu_allocator() is True
 
 
+@pytest.mark.engine
 def test_running_engine_got_the_cpu_defaults(minilm_encoder):
     """The shared engine was started with the CPU defaults the user did not override."""
     backend = minilm_encoder.backend

@@ -61,7 +61,12 @@ def test_output_folder_that_is_a_file_or_cannot_be_written(tmp_path, capsys):
 
 def test_a_task_whose_data_cannot_be_had_offline_is_named(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))  # nothing cached there
+    # Nothing cached: the hub and datasets libraries read HF_HOME once at import, so point their caches here.
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty-datasets")
     assert main(["run", "--tasks", "STS12", "--output-folder", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err  # one line
@@ -179,6 +184,33 @@ def test_unsafe_names_never_become_paths():
             VllmEncoderWrapper("fake/encoder", revision=revision, backend=FakeBackend())
     with pytest.raises(UnsafeNameError, match="model name"):
         VllmEncoderWrapper("fake/encoder", model_name="..", backend=FakeBackend())
+
+
+def test_threads_sharing_a_wrapper_tokenize_and_truncate_correctly(minilm_path):
+    """A fast tokenizer keeps its truncation setting as state; threads truncating at once must not trip on it."""
+    from mteb_vllm.model_config import load_tokenizer
+
+    tokenizer = load_tokenizer(minilm_path)
+    encoder = VllmEncoderWrapper(minilm_path, backend=FakeBackend(max_model_len=16, tokenizer=tokenizer))
+    texts = {i: [f"thread {i} " + "long words here " * (5 + j) for j in range(40)] for i in range(6)}
+    expected = {i: encoder.embed_texts(t) for i, t in texts.items()}
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                results[i] = encoder.embed_texts(texts[i])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:1]
+    for i in texts:
+        np.testing.assert_array_equal(results[i], expected[i])
 
 
 # --- the real engine: threads, signals, orphans, the multiprocess mode -------------------------------------------
@@ -308,8 +340,9 @@ def test_kill_9_leaves_no_engine_process_and_the_rerun_resumes(tmp_path, short_t
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp)}
     if multiprocess:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    # --no-cache: the other variant's run filled the session's cache, and a cached task starts no engine
     tasks = ["--tasks", "GeneratedSTS0", "GeneratedSTS1", "GeneratedSTS2", "--output-folder", str(out),
-             "--dtype", "float32"]
+             "--dtype", "float32", "--no-cache"]
     proc = _cli_with_generated_tasks(tmp_path, ["run", *tasks], env)
     deadline = time.monotonic() + 300
     while not list(out.rglob("GeneratedSTS0.json")):  # the kill point: the first task's result is on disk
@@ -328,7 +361,9 @@ def test_kill_9_leaves_no_engine_process_and_the_rerun_resumes(tmp_path, short_t
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     assert "1 task(s) already done, 2 evaluated, 0 failed" in output
-    rows = {line.split()[0]: line.split()[-1] for line in output.splitlines() if line.startswith("GeneratedSTS")}
+    statuses = {"before", "evaluated", "failed"}  # the table's status column (cache columns may follow it)
+    rows = {line.split()[0]: next(w for w in line.split() if w in statuses)
+            for line in output.splitlines() if line.startswith("GeneratedSTS")}
     assert rows == {"GeneratedSTS0": "before", "GeneratedSTS1": "evaluated", "GeneratedSTS2": "evaluated"}
 
 
@@ -345,7 +380,7 @@ def test_sigterm_stops_the_run_cleanly_and_success_exits_0(tmp_path, short_tmp):
     assert _leftovers(short_tmp) == []
 
     proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
-                                                str(tmp_path / "b"), "--overwrite"], env)
+                                                str(tmp_path / "b"), "--overwrite", "--no-cache"], env)
     deadline = time.monotonic() + 300
     engine: list[int] = []
     while not engine:  # wait for the engine core process

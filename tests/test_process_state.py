@@ -33,7 +33,10 @@ def test_engine_start_and_encode_leave_env_rng_threads_and_gc_as_found(minilm_pa
     _seed()
     environ, threads, setter = dict(os.environ), torch.get_num_threads(), torch.set_num_threads
     with VllmEncoderWrapper(minilm_path, dtype="float32") as encoder:
-        assert encoder.backend.started and encoder.backend.in_process
+        # in-process unless a module that breaks it (bm25s's llvmlite) was loaded first by another test;
+        # the caller's state must be as found either way
+        assert encoder.backend.started
+        assert encoder.backend.in_process or "llvmlite" in encoder.backend.mode_reason
         assert _rng_draws() == expected, "the engine start reseeded the caller's generators"
         assert dict(os.environ) == environ
         assert torch.set_num_threads is setter and torch.get_num_threads() == threads
@@ -77,7 +80,8 @@ def test_objects_the_caller_froze_stay_frozen(minilm_path):
     frozen = gc.get_freeze_count()
     try:
         with VllmEncoderWrapper(minilm_path, dtype="float32") as encoder:
-            assert gc.get_freeze_count() >= frozen
+            # not exact: a few of the caller's frozen objects may become garbage meanwhile (freed, not unfrozen)
+            assert gc.get_freeze_count() >= 0.99 * frozen, "the engine start unfroze what the caller had frozen"
             encoder.embed_texts(["x"])
         # vLLM's shutdown unfreezes everything and collects; the caller's objects still alive are frozen again
         # (the few of them that were garbage are gone, hence not an exact count)

@@ -185,3 +185,39 @@ def test_a_real_vllm_serve_gives_the_local_cross_encoders_scores(real_server, be
     ours, local = remote.score_pairs(queries, docs), bert_reranker.score_pairs(queries, docs)
     assert remote.truncated > 0
     np.testing.assert_allclose(ours, local, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_llm_reranker_templates_go_to_classify_and_score_as_locally(minilm_path, tmp_path):
+    """A score template's one-segment prompts travel as token ids to /classify (no pair re-tokenized)."""
+    from mteb_vllm import ScoreTemplate
+
+    template = ScoreTemplate(pair_format="query: {query} document: {document}", prefix="judge relevance. ",
+                             suffix=" answer:", true_token="yes", false_token="no")
+    queries = ["which river"] * 20 + ["long query " * 10]
+    docs = [f"the river {i} flows " * (i + 1) for i in range(20)] + ["long document " * 400]
+    with _fake(minilm_path) as url:
+        remote = VllmCrossEncoderWrapper(minilm_path, endpoints=[url], template=template, dtype="float32")
+        assert remote.backend.route == "classify"
+        ours = remote.score_pairs(queries, docs)
+        assert remote.truncated == 1  # the long document, cut on our side before it is sent
+    local = VllmCrossEncoderWrapper(minilm_path, backend=_local_fake(minilm_path), template=template)
+    np.testing.assert_array_equal(ours, local.score_pairs(queries, docs))
+
+
+@pytest.mark.slow
+def test_the_cli_runs_against_repeated_endpoints(minilm_path, tmp_path, capsys):
+    """`mteb-vllm run --endpoint A --endpoint B`: every endpoint is checked and used; results saved as locally."""
+    from mteb_vllm.cli import main
+
+    with _fake(minilm_path) as a, FakeServer(FakeServerConfig(model="someone/else")) as wrong:
+        assert main(["run", "--endpoint", a, "--endpoint", wrong, "--no-cache",
+                     "--output-folder", str(tmp_path / "refused")]) != 0
+    assert wrong in capsys.readouterr().err  # the second --endpoint was taken, checked and named
+    with _fake(minilm_path) as a, _fake(minilm_path, kill_at_request=3) as dying:
+        code = main(["run", "--endpoint", a, "--endpoint", dying, "--dtype", "float32", "--no-cache",
+                     "--output-folder", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+    assert code == 0, err
+    names = {p.stem for p in (tmp_path / "out").rglob("*.json")}
+    assert {"MtebVllmDemoSTS", "MtebVllmDemoRetrieval"} <= names

@@ -156,10 +156,16 @@ def rerank(
 
     owned_reranker = isinstance(reranker, str)
     try:
-        if owned_reranker and first_stage == BM25:
-            # bm25s is light, so the reranker may start first, which keeps it in-process: bm25s loads
-            # numba/llvmlite, and vLLM's in-process start cannot run with those loaded (backends.local).
-            reranker = _build_reranker(reranker, reranker_args)
+        if owned_reranker:
+            # Built before the first stage runs, so a reranker that cannot work (no score head, a bad
+            # argument) fails in seconds, not after the retrieval. With bm25s the engine starts now, which
+            # keeps it in-process: bm25s loads numba/llvmlite, and vLLM's in-process start cannot run with
+            # those loaded (backends.local). After a dense first stage it starts at its first score, once
+            # the first stage's engine is closed.
+            args = dict(reranker_args or {})
+            if first_stage != BM25:
+                args.setdefault("lazy_start", True)
+            reranker = _build_reranker(reranker, args)
         model, owned = _first_stage_model(first_stage, dict(first_stage_args or {}))
         first_name = model.mteb_model_meta.name if getattr(model, "mteb_model_meta", None) else str(first_stage)
         try:
@@ -170,8 +176,6 @@ def rerank(
                 model.close()
         for task in task_list:
             task.convert_to_reranking(prediction_folder, top_k=top_k)
-        if isinstance(reranker, str):
-            reranker = _build_reranker(reranker, reranker_args)
         second = mteb.evaluate(reranker, task_list, cache=cache, overwrite_strategy=overwrite_strategy,
                                show_progress_bar=show_progress_bar)
     finally:

@@ -101,9 +101,11 @@ def resolve_model(model: str | ModelMeta, revision: str | None = None, *, model_
         name = model_name or (registry.name if isinstance(model, ModelMeta) else None) or \
             os.path.basename(os.path.normpath(path))
         if model_name is not None and registry is not None:
-            from .defaults import is_packaged_default
+            from .defaults import DEFAULT_MODEL_NAME, is_packaged_default
 
-            log = logger.info if is_packaged_default(path) else logger.warning
+            # The packaged MiniLM under its own name is the offline default, not a mix-up worth a warning.
+            expected = is_packaged_default(path) and registry.name == DEFAULT_MODEL_NAME
+            log = logger.info if expected else logger.warning
             log("evaluating the local weights in %s under mteb's registry name %s: its prompts and settings "
                 "apply; results are filed under the folder's content hash, not the registry revision", path,
                 registry.name)

@@ -7,13 +7,27 @@ text are refused with their position, never turned into the text of their ``repr
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import TokenizedInput
 
 logger = logging.getLogger(__name__)
+
+#: A fast tokenizer keeps its truncation setting as state, and two threads calling it with different
+#: settings fail with "Already borrowed"; a wrapper shared by threads tokenizes one call at a time.
+_TOKENIZER_LOCK = threading.RLock()
+
+
+def _serialized(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _TOKENIZER_LOCK:
+            return fn(*args, **kwargs)
+    return locked
 
 
 @dataclass
@@ -68,6 +82,7 @@ def _fallback_token(tokenizer: Any) -> int:
     return 0
 
 
+@_serialized
 def tokenize_texts(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[TokenizedInput], TruncationReport]:
     """Token ids of each text with the tokenizer's special tokens, cut to ``max_len`` tokens.
 
@@ -92,6 +107,7 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list
     return [TokenizedInput(list(row) if row else [filler]) for row in ids], report
 
 
+@_serialized
 def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len: int,
                    ) -> tuple[list[TokenizedInput], TruncationReport]:
     """Cross-encoder inputs ``[CLS] q [SEP] d [SEP]`` with token type ids, truncated as the reference does.
@@ -139,6 +155,7 @@ def _surviving_texts(encoding: Any, row: int, query: str, document: str) -> tupl
     return query[:ends[0]], document[:ends[1]]
 
 
+@_serialized
 def tokenize_templated(tokenizer: Any, template: Any, queries: list[str], documents: list[str],
                        instructions: list[str | None], max_len: int,
                        ) -> tuple[list[TokenizedInput], TruncationReport]:

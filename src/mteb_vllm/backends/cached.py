@@ -6,10 +6,13 @@ fake) get the cache by wrapping. Why not mteb's ``CachedEmbeddingWrapper``: its 
 model, revision, prompt, truncation or precision), it writes only after a whole ``encode`` call, and it has no
 reranker path.
 
-Misses are computed in pieces (:data:`FLUSH_ROWS` inputs or :data:`FLUSH_TOKENS` tokens, the same piece size
-the local engine drains at anyway) and each piece is committed before the next starts, so a run killed in the
-middle of a million-document corpus loses at most the piece in flight. The engine behind it may be lazy: a call
-whose inputs are all cached never starts it.
+Misses are computed in pieces and each piece is committed before the next starts, so a run killed in the
+middle of a million-document corpus loses at most the piece in flight. A piece is at most :data:`FLUSH_ROWS`
+inputs or :data:`FLUSH_TOKENS` tokens (the local engine drains every 4096 inputs anyway), and at most about
+:data:`FLUSH_SECONDS` of work at the rate the previous pieces ran: a 7B model on a CPU would otherwise hold
+minutes of work unflushed. Against a fleet, a piece is never smaller than what the endpoints hold in flight at
+once (``capacity``), so committing never leaves servers idle. The engine behind it may be lazy: a call whose
+inputs are all cached never starts it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ logger = logging.getLogger(__name__)
 FLUSH_ROWS = 4096
 #: ... or fewer inputs when they are long: at most this many tokens per piece (64 CPU engine steps).
 FLUSH_TOKENS = 262_144
+#: ... and about this much work per piece, at the measured rate (the first piece is small, to measure it).
+FLUSH_SECONDS = 30.0
+#: The first piece's token budget and the smallest one (one CPU engine step of 4096 tokens, four times).
+MIN_FLUSH_TOKENS = 16_384
 
 
 @dataclass
@@ -152,8 +159,11 @@ class CachedBackend:
         with tqdm(total=len(inputs), initial=call.cached, desc=desc or "cache", unit="text", disable=not show,
                   dynamic_ncols=True) as bar:
             bar.set_postfix_str(f"{call.cached} cached", refresh=False)
-            for piece in _pieces(missing, inputs):
+            pieces = _Pieces(missing, inputs, getattr(self.inner, "capacity", None))
+            for piece in pieces:
+                piece_started = time.perf_counter()
                 out = self.inner.pool([inputs[i] for i in piece], task)
+                pieces.ran(time.perf_counter() - piece_started)
                 finite = np.isfinite(out).reshape(len(piece), -1).all(axis=1)
                 for j, i in enumerate(piece):
                     rows[i] = out[j]
@@ -175,14 +185,32 @@ class CachedBackend:
             self.inner.close()
 
 
-def _pieces(indices: list[int], inputs: list[TokenizedInput]) -> list[list[int]]:
-    pieces, current, tokens = [], [], 0
-    for i in indices:
-        if current and (len(current) >= FLUSH_ROWS or tokens + len(inputs[i]) > FLUSH_TOKENS):
-            pieces.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += len(inputs[i])
-    if current:
-        pieces.append(current)
-    return pieces
+class _Pieces:
+    """The misses in committed pieces, each sized to the rate the ones before it ran at (module docstring)."""
+
+    def __init__(self, indices: list[int], inputs: list[TokenizedInput], capacity: tuple[int, int] | None):
+        self.indices, self.inputs, self.pos = indices, inputs, 0
+        floor_rows, floor_tokens = capacity or (0, 0)
+        self.max_rows = max(FLUSH_ROWS, floor_rows)
+        self.max_tokens = max(FLUSH_TOKENS, floor_tokens)
+        self.min_tokens = max(MIN_FLUSH_TOKENS, floor_tokens)
+        self.budget = self.min_tokens
+        self._tokens = 0
+
+    def __iter__(self):
+        while self.pos < len(self.indices):
+            piece, tokens = [], 0
+            while self.pos < len(self.indices):
+                n = len(self.inputs[self.indices[self.pos]])
+                if piece and (len(piece) >= self.max_rows or tokens + n > self.budget):
+                    break
+                piece.append(self.indices[self.pos])
+                tokens += n
+                self.pos += 1
+            self._tokens = tokens
+            yield piece
+
+    def ran(self, seconds: float) -> None:
+        """The last piece took ``seconds``: the next holds about :data:`FLUSH_SECONDS` at that rate."""
+        rate = self._tokens / max(seconds, 1e-6)
+        self.budget = int(min(self.max_tokens, max(self.min_tokens, rate * FLUSH_SECONDS)))

@@ -185,6 +185,14 @@ class RemoteBackend:
         return length
 
     @property
+    def capacity(self) -> tuple[int, int]:
+        """(inputs, tokens) the live endpoints hold in flight at once. A caller that hands work over in pieces
+        (the cache commits piece by piece) makes each piece at least this large, or endpoints sit idle."""
+        live = sum(1 for e in self.endpoints if not e.ejected) or 1
+        o = self.options
+        return live * o.max_in_flight * o.batch_inputs, live * o.max_in_flight * o.batch_tokens
+
+    @property
     def route(self) -> str:
         """The server API this backend's inputs go to."""
         if self.config.convert != "classify":

@@ -55,6 +55,8 @@ class FakeServerConfig:
     #: A Hugging Face tokenizer for /score's text pairs (a folder); default: FakeBackend's byte tokenizer.
     tokenizer: str | None = None
     seed: int = 0
+    #: False: answer zero vectors without computing (fleet simulations, where only the latency matters).
+    compute: bool = True
 
 
 class _State:
@@ -125,7 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
             state.slots.acquire()
         try:
             time.sleep(config.seconds_per_request + config.seconds_per_token * sum(len(i) for i in items))
-            out = state.backend.pool(items, "embed" if route == "embed" else "classify")
+            if config.compute:
+                out = state.backend.pool(items, "embed" if route == "embed" else "classify")
+            else:
+                out = np.zeros((len(items), config.dim if route == "embed" else config.num_labels), np.float32)
         finally:
             if state.slots is not None:
                 state.slots.release()
