@@ -14,7 +14,6 @@ Times are from the child's start (``import mteb`` included); the work after the 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -57,15 +56,11 @@ def _child(name: str, cache_dir: str, out: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default="benchmarks/results/cache_rerun.json")
+    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+
+    parser = benchmark_parser("cache_rerun.json")
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "mteb_vllm_bench_cache"))
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    args = parse_benchmark_args(parser)
     if args.child:
         _child(args.child, args.cache_dir, args.out)
         return

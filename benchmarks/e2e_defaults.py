@@ -18,7 +18,6 @@ sentences, 23,713 unique, 9.7 words / 13.3 MiniLM tokens on average). Times are 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -76,15 +75,11 @@ def _child(name: str, out: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+
+    parser = benchmark_parser("e2e_defaults.json")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default="benchmarks/results/e2e_defaults.json")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    args = parse_benchmark_args(parser)
     if args.child:
         _child(args.child, args.out)
         return

@@ -10,7 +10,6 @@ interleaved and medians reported. Outputs are compared by cosine with sentence-t
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -68,16 +67,12 @@ def _child(name: str, n: int, out: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+
+    parser = benchmark_parser("encode_throughput.json")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default="benchmarks/results/encode_throughput.json")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    args = parse_benchmark_args(parser)
     if args.child:
         _child(args.child, args.n, args.out)
         return

@@ -122,6 +122,35 @@ def _cache_section(data: dict) -> list[str]:
     return lines
 
 
+def _profile_section(data: dict) -> list[str]:
+    shares = sorted(data["share_of_wall"].items(), key=lambda kv: -kv[1])
+    lines = [
+        f"## Where a {data['dtype']} encode's time goes (issue 9)",
+        "",
+        f"`benchmarks/profile_bf16.py`: the in-process engine with `dtype=\"{data['dtype']}\"` on `bench`'s fixed-128 "
+        f"workload ({data['workload']}), under `torch.profiler`. It reaches {data['tokens_per_s']:,.0f} tokens/s, "
+        f"{data['model_gflops_per_s']:.0f} GFLOP/s: {100 * data['fraction_of_square_peak']:.0f} % of the "
+        f"{data['square_peak_gflops']:.0f} GFLOP/s a 2048-square matmul reaches (the yardstick of `bench`), and "
+        f"{100 * data['fraction_of_shape_peak']:.0f} % of the {data['model_shape_linear_peak_gflops']:.0f} GFLOP/s "
+        "oneDNN reaches on the model's own linear-layer shapes at 4096 rows ("
+        + ", ".join(f"{k}: {v:.0f}" for k, v in data["shape_peaks_gflops"].items()) + " GFLOP/s). Share of the "
+        "wall time:",
+        "",
+        "| where | share of wall time |",
+        "|---|---:|",
+    ]
+    lines += [f"| {k} | {100 * v:.1f} % |" for k, v in shares]
+    lines += [f"| no tensor op (vLLM's scheduling, inputs and outputs in Python) | {100 * data['no_tensor_op_share']:.1f} % |",
+              "", "The busiest ops: " + "; ".join(f"`{r['op']}` {r['self_s']:.3f} s ({r['calls']} calls)"
+                                                   for r in data["top_ops"][:8]) + ".",
+              "",
+              "The linear layers run near the kernel's rate on these shapes; what keeps the model below the matmul "
+              "peak is everything else: vLLM's CPU attention (which also writes K/V into a scratch cache an "
+              "encoder does not need), GELU, layer norm, residual adds and per-step Python, all inside vLLM. The "
+              "smaller the model and the faster the matmul unit (AMX here), the larger that share.", ""]
+    return lines
+
+
 def _fleet_section(data: dict) -> list[str]:
     setup = data["setup"]
     lines = [
@@ -129,18 +158,37 @@ def _fleet_section(data: dict) -> list[str]:
         "",
         "`benchmarks/fleet_scaling.py`: each endpoint is a fake vLLM server (`mteb_vllm.testing.fake_server`, its "
         f"own process) that serves one request at a time at {setup['seconds_per_token'] * 1e6:.0f} µs per token "
-        f"(a ceiling of {setup['one_endpoint_ceiling_tokens_per_s']:,.0f} tokens/s each) and computes nothing, so the "
-        "servers do not compete for this machine's two cores and what is measured is the client: "
+        f"(a ceiling of {setup['one_endpoint_ceiling_tokens_per_s']:,.0f} tokens/s each) and computes nothing (it "
+        "sleeps), so 32 of them fit on this machine's two cores; what is measured is the client, "
         f"`RemoteBackend` with its defaults, given pre-tokenized {setup['tokens_per_input']}-token inputs, "
-        f"{setup['requests_per_endpoint']} requests per endpoint. {data['repeats']} interleaved rounds, medians "
-        "(range). Efficiency is throughput / (N x the one-endpoint throughput).",
+        f"{setup['requests_per_endpoint']} requests per endpoint. The servers' request handling and the client "
+        "still share the two cores (the CPU columns). "
+        f"{data['repeats']} interleaved rounds, medians (range). Efficiency is throughput / (N x the one-endpoint "
+        "throughput); *ideal* is the servers' simulated compute alone.",
         "",
-        "| endpoints | tokens/s | range | speedup | efficiency |",
-        "|---:|---:|---|---:|---:|",
+        "| endpoints | tokens/s | range | speedup | efficiency | seconds (ideal) | client CPU (s) | servers' CPU (s) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for p in data["points"]:
         lines.append(f"| {p['endpoints']} | {p['tokens_per_s']:,.0f} | {p['min']:,.0f}-{p['max']:,.0f} | "
-                     f"{p['speedup']:.2f}x | {p['efficiency']:.2f} |")
+                     f"{p['speedup']:.2f}x | {p['efficiency']:.2f} | {p['seconds']:.2f} ({p['ideal_s']:.2f}) | "
+                     f"{p['client_cpu_s']:.2f} | {p['servers_cpu_s']:.2f} |")
+    last = data["points"][-1]
+    ms = last["client_cpu_ms_per_request"]
+    first_wave = last["endpoints"] * 4  # RemoteOptions.max_in_flight requests per endpoint go out at the start
+    lines += ["", f"The client is not saturated ({last['client_cpu_s']:.2f} s of CPU in {last['seconds']:.2f} s at "
+              f"{last['endpoints']} endpoints), but it builds requests one after another, {ms:.1f} ms of CPU each "
+              f"(JSON of the token ids, then base64 decoding of the answer): the first wave of {first_wave} requests "
+              f"takes about {first_wave * ms / 1e3:.2f} s to send, so the last endpoints start late, and that is "
+              "most of the gap to the ideal in a run this short."]
+    longer = _load("fleet_scaling_long.json")
+    if longer:
+        per = longer["setup"]["requests_per_endpoint"]
+        last = longer["points"][-1]
+        lines += ["", f"The same with {per} requests per endpoint (`--endpoints 1 {last['endpoints']} --requests {per} "
+                  f"--repeats {longer['repeats']}`, so the first wave of requests weighs less): {last['endpoints']} "
+                  f"endpoints reach {last['speedup']:.2f}x one endpoint, efficiency {last['efficiency']:.2f}, with the "
+                  f"client using {last['client_cpu_s']:.1f} s of CPU in {last['seconds']:.1f} s."]
     return lines + [""]
 
 
@@ -188,7 +236,8 @@ def _bench_section(data: dict) -> list[str]:
 def main() -> None:
     sections = [("e2e_defaults.json", _e2e_section), ("encode_throughput.json", _encode_section),
                 ("rerank_throughput.json", _rerank_section), ("bench.json", _bench_section),
-                ("cache_rerun.json", _cache_section), ("remote_overhead.json", _remote_section),
+                ("profile_bf16.json", _profile_section), ("cache_rerun.json", _cache_section),
+                ("remote_overhead.json", _remote_section),
                 ("fleet_scaling.json", _fleet_section)]
     loaded = [(fn, _load(name)) for name, fn in sections]
     first = next((data for _, data in loaded if data), None)

@@ -16,7 +16,6 @@ compete as they would on one node. What is timed is the encode of the 2000 texts
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -65,15 +64,11 @@ def _child(name: str, n: int, out: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+
+    parser = benchmark_parser("remote_overhead.json")
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default="benchmarks/results/remote_overhead.json")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    args = parse_benchmark_args(parser)
     if args.child:
         _child(args.child, args.n, args.out)
         return

@@ -12,10 +12,8 @@ Throughput does not depend on what the head learned.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -112,18 +110,13 @@ def _child(name: str, n: int, model_path: str, out_path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+
+    parser = benchmark_parser("rerank_throughput.json")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="fresh processes per backend, interleaved; medians are reported")
-    parser.add_argument("--json", default="benchmarks/results/rerank_throughput.json")
     parser.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "mteb_vllm_bench_cross_encoder"))
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    args = parse_benchmark_args(parser)
     if args.child:
         _child(args.child, args.n, args.model_dir, args.out)
         return

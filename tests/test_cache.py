@@ -291,15 +291,25 @@ def _score(stdout: str) -> float:
 
 
 def _unique_sentences(folder: Path) -> int:
-    sys.path.insert(0, str(folder))
+    """Imports the generated task module in this process, then undoes what it registered, so the demo task list
+    the later tests see is the package's own."""
     import importlib
 
-    module = importlib.import_module("generated_tasks")
-    task = module.DEMO_TASK_CLASSES["GeneratedSTS0"]()
-    task.load_data()
-    data = task.dataset["test"]
-    return len(set(data["sentence1"]) | set(data["sentence2"]))
+    from mteb_vllm.demo import DEMO_TASK_CLASSES
 
+    registered = dict(DEMO_TASK_CLASSES)
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module("generated_tasks")
+        task = module.DEMO_TASK_CLASSES["GeneratedSTS0"]()
+        task.load_data()
+        data = task.dataset["test"]
+        return len(set(data["sentence1"]) | set(data["sentence2"]))
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("generated_tasks", None)
+        DEMO_TASK_CLASSES.clear()
+        DEMO_TASK_CLASSES.update(registered)
 
 
 def test_pieces_hold_about_flush_seconds_of_work_at_the_measured_rate(tmp_path, monkeypatch):

@@ -186,6 +186,59 @@ def test_unsafe_names_never_become_paths():
         VllmEncoderWrapper("fake/encoder", model_name="..", backend=FakeBackend())
 
 
+def test_rerank_checks_both_models_before_any_engine_starts(minilm_path, tmp_path, capsys):
+    assert main(["rerank", "--model", str(tmp_path / "no-reranker"), "--output-folder", str(tmp_path)]) == 2
+    assert "no-reranker" in capsys.readouterr().err
+    folder = _cross_encoder_folder(minilm_path, tmp_path)
+    assert main(["rerank", "--model", folder, "--first-stage", str(tmp_path / "no-encoder"),
+                 "--output-folder", str(tmp_path)]) == 2
+    assert "no-encoder" in capsys.readouterr().err
+
+
+def _cross_encoder_folder(minilm_path, tmp_path) -> str:
+    """The packaged MiniLM's config and tokenizer, declared a sequence classifier (no weights: nothing starts)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "cross-encoder"
+    shutil.copytree(minilm_path, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
+    return str(folder)
+
+
+def test_run_tasks_refuses_an_unsafe_task_name_before_touching_any_file(tmp_path):
+    """A saved result that cannot be read is moved aside: with a task named '../x' that would be a file
+    outside the output folder, so the name is refused first."""
+    from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+    from mteb_vllm.runner import run_tasks
+
+    outside = tmp_path / "outside.json"
+    outside.write_text("not a result")
+    task = MockSTSTask()
+    task.metadata = task.metadata.model_copy(update={"name": "../outside"})
+    encoder, _ = _fake_encoder()
+    with pytest.raises(UnsafeNameError, match="task name"):
+        run_tasks(encoder, [task], output_folder=tmp_path / "out")
+    assert outside.read_text() == "not a result" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_verbose_shows_the_traceback_a_plain_run_leaves_out(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", *flags, "--output-folder",
+                               str(a_file / "sub")], capture_output=True, text=True, timeout=120)
+
+    plain, verbose = run(), run("--verbose")
+    assert plain.returncode == verbose.returncode == 1
+    assert "cannot be written" in plain.stderr and "Traceback" not in plain.stderr
+    assert "cannot be written" in verbose.stderr and "Traceback" in verbose.stderr
+
+
 def test_threads_sharing_a_wrapper_tokenize_and_truncate_correctly(minilm_path):
     """A fast tokenizer keeps its truncation setting as state; threads truncating at once must not trip on it."""
     from mteb_vllm.model_config import load_tokenizer
@@ -194,36 +247,20 @@ def test_threads_sharing_a_wrapper_tokenize_and_truncate_correctly(minilm_path):
     encoder = VllmEncoderWrapper(minilm_path, backend=FakeBackend(max_model_len=16, tokenizer=tokenizer))
     texts = {i: [f"thread {i} " + "long words here " * (5 + j) for j in range(40)] for i in range(6)}
     expected = {i: encoder.embed_texts(t) for i, t in texts.items()}
-    results, errors = {}, []
-
-    def work(i):
-        try:
-            for _ in range(5):
-                results[i] = encoder.embed_texts(texts[i])
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in texts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors[:1]
+    results = _embed_in_threads(encoder, texts, calls=5)
     for i in texts:
         np.testing.assert_array_equal(results[i], expected[i])
 
 
-# --- the real engine: threads, signals, orphans, the multiprocess mode -------------------------------------------
-@pytest.mark.engine
-def test_a_wrapper_shared_by_threads_gives_each_its_own_answer(minilm_encoder):
-    texts = {i: [f"thread {i} says sentence {j}" for j in range(60)] for i in range(3)}
-    expected = {i: minilm_encoder.embed_texts(t) for i, t in texts.items()}
+def _embed_in_threads(encoder, texts: dict[int, list[str]], calls: int = 1) -> dict[int, np.ndarray]:
+    """One thread per key embeds its texts ``calls`` times at once with the others; any thread's error fails."""
     results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
 
     def work(i):
         try:
-            results[i] = minilm_encoder.embed_texts(texts[i])
+            for _ in range(calls):
+                results[i] = encoder.embed_texts(texts[i])
         except BaseException as exc:  # reported below, with the thread's own error
             errors.append(exc)
 
@@ -232,7 +269,17 @@ def test_a_wrapper_shared_by_threads_gives_each_its_own_answer(minilm_encoder):
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert not errors and not any(t.is_alive() for t in threads)
+    assert not errors, errors[:1]
+    assert not any(t.is_alive() for t in threads), "a thread hangs"
+    return results
+
+
+# --- the real engine: threads, signals, orphans, the multiprocess mode -------------------------------------------
+@pytest.mark.engine
+def test_a_wrapper_shared_by_threads_gives_each_its_own_answer(minilm_encoder):
+    texts = {i: [f"thread {i} says sentence {j}" for j in range(60)] for i in range(3)}
+    expected = {i: minilm_encoder.embed_texts(t) for i, t in texts.items()}
+    results = _embed_in_threads(minilm_encoder, texts)
     for i in texts:
         np.testing.assert_allclose(results[i], expected[i], atol=1e-6)
     assert minilm_encoder.embed_texts(["still works"]).shape == (1, 384)
@@ -368,9 +415,10 @@ def test_kill_9_leaves_no_engine_process_and_the_rerun_resumes(tmp_path, short_t
 
 
 @pytest.mark.engine
-def test_sigterm_stops_the_run_cleanly_and_success_exits_0(tmp_path, short_tmp):
-    """SIGTERM stops the engine and exits 143 with a resume hint; a normal multiprocess run exits 0 (it used
-    to abort with 'terminate called without an active exception', exit code 134) and leaves no socket file."""
+def test_sigterm_and_ctrl_c_stop_the_run_cleanly_and_success_exits_0(tmp_path, short_tmp):
+    """SIGTERM and SIGINT stop the engine and exit 128 + the signal with a resume hint; a normal multiprocess run
+    exits 0 (it used to abort with 'terminate called without an active exception', exit code 134) and leaves no
+    socket file."""
     _write_task_module(tmp_path, n_pairs=3000, n_tasks=1)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
@@ -379,20 +427,21 @@ def test_sigterm_stops_the_run_cleanly_and_success_exits_0(tmp_path, short_tmp):
     assert done.returncode == 0 and "terminate called" not in output, output
     assert _leftovers(short_tmp) == []
 
-    proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
-                                                str(tmp_path / "b"), "--overwrite", "--no-cache"], env)
-    deadline = time.monotonic() + 300
-    engine: list[int] = []
-    while not engine:  # wait for the engine core process
-        engine = [p for p in _engine_processes(proc.pid) if "EngineCore" in _cmdline(p)]
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    engine = _engine_processes(proc.pid)
-    time.sleep(2)
-    os.kill(proc.pid, signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, output
-    assert "interrupted (SIGTERM); finished tasks are saved" in output
-    time.sleep(2)
-    assert _alive(engine) == []
-    assert _leftovers(short_tmp) == []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT is Ctrl-C
+        proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
+                                                    str(tmp_path / sig.name), "--overwrite", "--no-cache"], env)
+        deadline = time.monotonic() + 300
+        engine: list[int] = []
+        while not engine:  # wait for the engine core process
+            engine = [p for p in _engine_processes(proc.pid) if "EngineCore" in _cmdline(p)]
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        engine = _engine_processes(proc.pid)
+        time.sleep(2)
+        os.kill(proc.pid, sig)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + sig, output
+        assert f"interrupted ({sig.name}); finished tasks are saved" in output
+        time.sleep(2)
+        assert _alive(engine) == []
+        assert _leftovers(short_tmp) == []

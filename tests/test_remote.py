@@ -221,3 +221,45 @@ def test_the_cli_runs_against_repeated_endpoints(minilm_path, tmp_path, capsys):
     assert code == 0, err
     names = {p.stem for p in (tmp_path / "out").rglob("*.json")}
     assert {"MtebVllmDemoSTS", "MtebVllmDemoRetrieval"} <= names
+
+
+def test_an_endpoint_serves_our_model_by_id_or_by_the_folder_it_was_started_from():
+    from mteb_vllm.backends.remote import _same_model
+
+    assert _same_model("intfloat/e5-small", {"intfloat/e5-small"})
+    assert _same_model("intfloat/E5-small", {"intfloat/e5-small"})
+    assert _same_model("/models/e5-small", {"intfloat/e5-small"})  # our local copy, served by its hub id
+    assert _same_model("intfloat/e5-small", {"/data/e5-small"})  # a server started from a local copy
+    assert not _same_model("intfloat/e5-small", {"someone/e5-small"})  # another organisation's model
+    assert not _same_model("intfloat/e5-small", {"intfloat/e5-base"})
+
+
+@pytest.mark.slow
+def test_a_500_whose_text_says_cannot_is_a_down_endpoint_not_a_wrong_one(minilm_path, caplog):
+    """Endpoints are sorted by what the check found, not by words in a server's error text."""
+    failing_server = _fake(minilm_path, error_rate=1.0, error_message="cannot allocate memory")
+    with _fake(minilm_path) as good, failing_server as failing:
+        with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+            encoder = VllmEncoderWrapper(minilm_path, endpoints=[good, failing], ignore_prompt_errors=True)
+    assert f"endpoint left out: {failing}: failing on" in caplog.text
+    assert [e.url for e in encoder.backend.endpoints if e.ejected] == [failing]
+
+
+@pytest.mark.slow
+def test_driving_a_fleet_needs_no_vllm(minilm_path):
+    """The README's promise: `pip install mteb-vllm` without vLLM is enough to drive servers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['vllm'] = None\n"  # any `import vllm` now fails
+            "from mteb_vllm import VllmEncoderWrapper\n"
+            "from mteb_vllm.testing import FakeServer, FakeServerConfig\n"
+            f"p = {minilm_path!r}\n"
+            "with FakeServer(FakeServerConfig(model=p, max_model_len=256, tokenizer=p)) as url:\n"
+            "    w = VllmEncoderWrapper(p, endpoints=[url], ignore_prompt_errors=True, cache_dir=sys.argv[1])\n"
+            "    print(w.embed_texts(['a b', 'c']).shape)\n")
+    import tempfile
+
+    proc = subprocess.run([sys.executable, "-c", code, tempfile.mkdtemp()], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "(2, 64)", proc.stderr[-2000:]

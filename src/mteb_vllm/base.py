@@ -129,6 +129,9 @@ class VllmWrapperBase:
         self.precision_fallbacks: list[str] = []
         self.backend, self._owns_backend = self._build_backend(self.config)
         self.mteb_model_meta = self._make_meta()
+        info = getattr(self.backend, "info", None)
+        if info is not None:  # what will compute the numbers, in one line (the CLI shows it with --verbose)
+            logger.info("%s: %s", self.resolved.name, info.describe())
 
     # --- hooks for the subclasses ------------------------------------------------------------------------
     def _prepare(self) -> None:

@@ -9,6 +9,7 @@ encode call of ``batch_size`` texts, throughput is tokens (or requests) over the
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -196,7 +197,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         return peaks[dtype]
 
     shape = model_shape(config.model)
-    max_len = model_context_length(config.model, trust_remote_code=True) or 512
+    max_len = model_context_length(config.model) or 512  # config files only: no checkpoint code runs here
     lengths = {w: _token_lengths(config.model, w, config.n, max_len) for w in workloads}
     jobs = [(b, d) for d in dtypes for b in config.backends]
     for backend, dtype in tqdm(jobs, desc="bench", unit="backend", disable=not progress):
@@ -265,6 +266,28 @@ class ChildRun:
     timing: dict[str, Any]
     output: np.ndarray | None
     wall_s: float
+
+
+def benchmark_parser(json_name: str, *, children: bool = True, repeats: int = 3) -> argparse.ArgumentParser:
+    """The flags every ``benchmarks/*.py`` script shares: ``--repeats`` (interleaved rounds), ``--json`` (where
+    its results go, under ``benchmarks/results/``) and, for scripts whose rounds are fresh child processes
+    (:func:`run_rounds`), the children's own hidden ``--child``/``--out``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=repeats,
+                        help="rounds, interleaved across what is compared; medians are reported")
+    parser.add_argument("--json", default=f"benchmarks/results/{json_name}")
+    if children:
+        parser.add_argument("--child", help=argparse.SUPPRESS)
+        parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and set what every benchmark runs with (inherited by its children): offline, no progress bars."""
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
+    return args
 
 
 def run_rounds(script: str, backends: list[str], child_args: list[str], repeats: int = 3,

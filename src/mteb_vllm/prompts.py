@@ -12,7 +12,6 @@ prefix and suffix surround the sentinel is, by construction, what the reference 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys

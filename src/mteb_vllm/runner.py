@@ -102,6 +102,10 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
     """
     from mteb.cache import ResultCache
 
+    from .config import check_path_name
+
+    for task in tasks:  # before any path is built from them (a saved result is looked up, or moved aside)
+        check_path_name(task.metadata.name, "task name", slash=False)
     cache = ResultCache(str(output_folder)) if output_folder is not None else None
     meta = model.mteb_model_meta
     summary = RunSummary(model=meta.name, revision=meta.revision, dtype=_dtype(model), output_folder=(

@@ -95,6 +95,15 @@ class _Batch:
     avoid: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """Why an endpoint is not used: ``wrong`` (it serves another model or cannot do this job: an error) or not
+    (down or failing now: it is left out and the others carry on)."""
+
+    text: str
+    wrong: bool = False
+
+
 class _Transient(Exception):
     """A failure worth retrying on another endpoint."""
 
@@ -213,8 +222,8 @@ class RemoteBackend:
         async with httpx.AsyncClient(timeout=timeout) as client:
             problems = await asyncio.gather(*(self._check_one(client, e) for e in self.endpoints))
         live = [e for e, p in zip(self.endpoints, problems) if p is None]
-        down = [f"{e.url}: {p}" for e, p in zip(self.endpoints, problems) if p is not None]
-        wrong = [d for d in down if "serves" in d or "cannot" in d]
+        down = [f"{e.url}: {p.text}" for e, p in zip(self.endpoints, problems) if p is not None]
+        wrong = [f"{e.url}: {p.text}" for e, p in zip(self.endpoints, problems) if p is not None and p.wrong]
         if wrong:
             raise RemoteEndpointError("endpoint(s) not usable for " + self.config.model + ": " + "; ".join(wrong))
         if not live:
@@ -224,7 +233,7 @@ class RemoteBackend:
             logger.warning("endpoint left out: %s", text)
         for e, p in zip(self.endpoints, problems):
             if p is not None:
-                e.ejected, e.reason = True, p
+                e.ejected, e.reason = True, p.text
         lengths = {e.max_model_len for e in live if e.max_model_len}
         if len(lengths) > 1:
             raise RemoteEndpointError(f"the endpoints serve {self.config.model} with different context lengths "
@@ -244,7 +253,7 @@ class RemoteBackend:
                                self.max_model_len, served)
                 self.max_model_len = served
 
-    async def _check_one(self, client: Any, endpoint: Endpoint) -> str | None:
+    async def _check_one(self, client: Any, endpoint: Endpoint) -> _Problem | None:
         import httpx
 
         try:
@@ -252,15 +261,15 @@ class RemoteBackend:
             response.raise_for_status()
             cards = response.json().get("data") or []
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            return f"not reachable ({_reason(exc)})"
+            return _Problem(f"not reachable ({_reason(exc)})")
         names = {str(c.get(k)) for c in cards for k in ("id", "root") if c.get(k)}
         if not _same_model(self.config.model, names):
-            return f"serves {sorted(names) or 'nothing'}, not {self.config.model}"
+            return _Problem(f"serves {sorted(names) or 'nothing'}, not {self.config.model}", wrong=True)
         endpoint.served = str(cards[0].get("id"))
         endpoint.max_model_len = next((int(c["max_model_len"]) for c in cards if c.get("max_model_len")), None)
         return await self._probe(client, endpoint)
 
-    async def _probe(self, client: Any, endpoint: Endpoint) -> str | None:
+    async def _probe(self, client: Any, endpoint: Endpoint) -> _Problem | None:
         """One tiny request of the kind this backend will send; None when the endpoint answers it.
 
         A 4xx answer means the server cannot do this job ("cannot ..."); no answer or a 5xx means it is not well
@@ -270,20 +279,20 @@ class RemoteBackend:
         try:
             response = await client.post(f"{endpoint.url}{path}", json=body)
         except Exception as exc:
-            return f"not answering {path} ({_reason(exc)})"
+            return _Problem(f"not answering {path} ({_reason(exc)})")
         if response.status_code >= 500:
-            return f"failing on {path} (HTTP {response.status_code}: {response.text[:200]})"
+            return _Problem(f"failing on {path} (HTTP {response.status_code}: {response.text[:200]})")
         if response.status_code >= 400:
             what = {"embed": "embed (is it a pooling/embedding model? start it with `mteb-vllm serve`)",
                     "classify": "score with the reranker's template head (start it with `mteb-vllm serve "
                                 "--template ...` so it has the yes/no score head)",
                     "score": "score pairs (no classification head? start it with `mteb-vllm serve --task "
                              "classify`)"}[self.route]
-            return f"cannot {what}: HTTP {response.status_code} {response.text[:200]}"
+            return _Problem(f"cannot {what}: HTTP {response.status_code} {response.text[:200]}", wrong=True)
         try:
             self._parse(response.json(), 1)
         except (ValueError, KeyError, TypeError, _Transient) as exc:
-            return f"answering {path} with something else than vLLM's format ({_reason(exc)})"
+            return _Problem(f"answering {path} with something else than vLLM's format ({_reason(exc)})")
         return None
 
     # --- requests ----------------------------------------------------------------------------------------
@@ -493,11 +502,17 @@ class RemoteBackend:
 
 
 def _same_model(model: str, served: set[str]) -> bool:
-    """The model an endpoint serves is ours: the same id, or the same folder name (a local copy served by path)."""
+    """The model an endpoint serves is ours: the same id, or, when one side is a local folder (a copy served by
+    path), the same folder name. Two hub ids must be equal: ``orgA/model`` is not ``orgB/model``."""
     def tail(name: str) -> str:
         return os.path.basename(os.path.normpath(name)).lower()
 
-    return model in served or tail(model) in {tail(s) for s in served}
+    def is_path(name: str) -> bool:
+        return name.startswith(("/", ".", "~")) or os.path.isdir(name)
+
+    if model.lower() in {s.lower() for s in served}:
+        return True
+    return any((is_path(model) or is_path(s)) and tail(model) == tail(s) for s in served)
 
 
 def _reason(exc: BaseException) -> str:

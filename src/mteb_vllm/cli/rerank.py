@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_rerank(args: argparse.Namespace) -> int:
     from ..defaults import DEFAULT_MODEL_NAME, default_model_path
     from ..errors import EngineArgumentError
-    from ..pipeline import BM25, rerank
-    from ..preflight import check_writable_folder
+    from ..pipeline import BM25, rerank, resolve_tasks
+    from ..preflight import check_engine_fit, check_model_files, check_task_data, check_writable_folder
     from ..templates import TEMPLATES_BY_NAME
 
     if not args.model:
@@ -54,7 +54,15 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     first_stage, first_args = args.first_stage, {}
     if first_stage == "default":  # the packaged MiniLM as a dense first stage, offline
         first_stage, first_args = default_model_path(), {"model_name": DEFAULT_MODEL_NAME}
+    # the same checks as `run`, before any engine starts (the reranker's own head is checked by rerank()
+    # before the first stage runs)
+    tasks = resolve_tasks(args.tasks)
+    check_engine_fit(args.tensor_parallel_size, args.endpoints)
     engine = engine_kwargs(args)
+    check_model_files(args.model, engine.get("revision"))
+    if first_stage != BM25:
+        check_model_files(first_stage)
+    check_task_data(tasks)
     cache_dir = cache_dir_arg(args)
     if cache_dir is not None:
         from .run import describe_cache
@@ -72,7 +80,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         reranker_args["template"] = TEMPLATES_BY_NAME[args.template]
     if args.instruction:
         reranker_args["instruction"] = args.instruction
-    run = rerank(args.tasks, args.model, first_stage, top_k=args.top_k, output_folder=output,
+    run = rerank(tasks, args.model, first_stage, top_k=args.top_k, output_folder=output,
                  first_stage_args=first_args, reranker_args=reranker_args)
     rows = [[r.task, r.metric, fmt(r.first_stage), fmt(r.second_stage),
              "n/a" if r.delta is None else f"{r.delta:+.4f}"] for r in run.scores()]

@@ -55,6 +55,8 @@ class FakeServerConfig:
     #: A Hugging Face tokenizer for /score's text pairs (a folder); default: FakeBackend's byte tokenizer.
     tokenizer: str | None = None
     seed: int = 0
+    #: The text of an injected failure's HTTP 500 answer.
+    error_message: str = "injected failure"
     #: False: answer zero vectors without computing (fleet simulations, where only the latency matters).
     compute: bool = True
 
@@ -116,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("model") not in (None, config.model):
             return self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
         if fail:
-            return self._send(500, {"error": {"message": "injected failure"}})
+            return self._send(500, {"error": {"message": config.error_message}})
         if config.malformed:
             return self._send(200, None, raw=b'{"data": [{"index": 0, "embedding": ')
         try:
