@@ -51,6 +51,18 @@ def _e2e_section(data: dict) -> list[str]:
     return lines + [""]
 
 
+def _throughput_table(data: dict, unit: str, check: str, check_label: str, check_fmt: str) -> list[str]:
+    """The encode and rerank tables: one row per backend, with how close its outputs are to the reference."""
+    lines = [f"| backend | computes in | seconds | {unit}/s | tokens/s | vs sentence-transformers | start (s) | "
+             f"{check_label} |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in data["results"].values():
+        value = row.get(check)
+        lines.append(f"| {row['label']} | {row['dtype']} | {_cell(row['seconds'])} | {row[f'{unit}_per_s']:.1f} | "
+                     f"{row['tokens_per_s']:,.0f} | {_ratio(row)} | {row['start_s']['median']:.1f} | "
+                     f"{'' if value is None else format(value, check_fmt)} |")
+    return lines + [""]
+
+
 def _encode_section(data: dict) -> list[str]:
     w = data["workload"]
     lines = [
@@ -61,15 +73,8 @@ def _encode_section(data: dict) -> list[str]:
         f"{data['repeats']} interleaved rounds, medians (range). *Start* is model load or engine start; "
         "*seconds* is one encode of all texts after a 32-text warm-up.",
         "",
-        "| backend | computes in | seconds | texts/s | tokens/s | vs sentence-transformers | start (s) | min cosine vs ST |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in data["results"].values():
-        cos = row.get("min_cosine_vs_st")
-        lines.append(f"| {row['label']} | {row['dtype']} | {_cell(row['seconds'])} | {row['texts_per_s']:.1f} | "
-                     f"{row['tokens_per_s']:,.0f} | {_ratio(row)} | {row['start_s']['median']:.1f} | "
-                     f"{'' if cos is None else f'{cos:.7f}'} |")
-    return lines + [""]
+    return lines + _throughput_table(data, "texts", "min_cosine_vs_st", "min cosine vs ST", ".7f")
 
 
 def _rerank_section(data: dict) -> list[str]:
@@ -82,15 +87,8 @@ def _rerank_section(data: dict) -> list[str]:
         "all-MiniLM-L6-v2 encoder with a seeded one-label head: the shape of cross-encoder/ms-marco-MiniLM-L6-v2 "
         "(no reranker weights can be downloaded here).",
         "",
-        "| backend | computes in | seconds | pairs/s | tokens/s | vs sentence-transformers | start (s) | max abs score diff vs ST |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in data["results"].values():
-        diff = row.get("max_abs_diff_vs_st")
-        lines.append(f"| {row['label']} | {row['dtype']} | {_cell(row['seconds'])} | {row['pairs_per_s']:.1f} | "
-                     f"{row['tokens_per_s']:,.0f} | {_ratio(row)} | {row['start_s']['median']:.1f} | "
-                     f"{'' if diff is None else f'{diff:.2e}'} |")
-    return lines + [""]
+    return lines + _throughput_table(data, "pairs", "max_abs_diff_vs_st", "max abs score diff vs ST", ".2e")
 
 
 def _cache_section(data: dict) -> list[str]:
