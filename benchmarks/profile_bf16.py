@@ -23,19 +23,15 @@ def shape_peaks(dtype: str, rows: int, layers: list[tuple[int, int]], seconds: f
     """Best GFLOP/s of ``x @ W.T`` for each (in, out) layer shape at ``rows`` rows."""
     import torch
 
+    from mteb_vllm.flops import best_gflops
+
     torch_dtype = getattr(torch, dtype)
     gen = torch.Generator().manual_seed(0)
     out = {}
     for k, n in layers:
         x = torch.randn(rows, k, generator=gen).to(torch_dtype)
         w = torch.randn(n, k, generator=gen).to(torch_dtype)
-        torch.nn.functional.linear(x, w)
-        best, deadline = 0.0, time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            torch.nn.functional.linear(x, w)
-            best = max(best, 2 * rows * k * n / (time.perf_counter() - started) / 1e9)
-        out[f"{k}x{n}"] = best
+        out[f"{k}x{n}"] = best_gflops(lambda: torch.nn.functional.linear(x, w), 2 * rows * k * n, seconds)
     return out
 
 

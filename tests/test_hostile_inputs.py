@@ -189,22 +189,12 @@ def test_unsafe_names_never_become_paths():
 def test_rerank_checks_both_models_before_any_engine_starts(minilm_path, tmp_path, capsys):
     assert main(["rerank", "--model", str(tmp_path / "no-reranker"), "--output-folder", str(tmp_path)]) == 2
     assert "no-reranker" in capsys.readouterr().err
-    folder = _cross_encoder_folder(minilm_path, tmp_path)
+    from tiny_models import classifier_config_only
+
+    folder = classifier_config_only(minilm_path, tmp_path / "cross-encoder")
     assert main(["rerank", "--model", folder, "--first-stage", str(tmp_path / "no-encoder"),
                  "--output-folder", str(tmp_path)]) == 2
     assert "no-encoder" in capsys.readouterr().err
-
-
-def _cross_encoder_folder(minilm_path, tmp_path) -> str:
-    """The packaged MiniLM's config and tokenizer, declared a sequence classifier (no weights: nothing starts)."""
-    import json
-    import shutil
-
-    folder = tmp_path / "cross-encoder"
-    shutil.copytree(minilm_path, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
-    return str(folder)
 
 
 def test_run_tasks_refuses_an_unsafe_task_name_before_touching_any_file(tmp_path):

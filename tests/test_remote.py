@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,16 +101,9 @@ def test_wrong_model_missing_capability_malformed_json_and_bad_urls_are_named(mi
 
 
 def _cross_encoder_dir(minilm_path, tmp_path):
-    """A folder that looks like a sequence classifier (config only): enough for the wrapper's checks."""
-    import json
-    import shutil
-    from pathlib import Path
+    from tiny_models import classifier_config_only
 
-    folder = Path(tmp_path) / "fake-cross-encoder"
-    shutil.copytree(minilm_path, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
-    return str(folder)
+    return classifier_config_only(minilm_path, Path(tmp_path) / "fake-cross-encoder")
 
 
 @pytest.mark.slow
@@ -207,7 +201,8 @@ def test_llm_reranker_templates_go_to_classify_and_score_as_locally(minilm_path,
 
 @pytest.mark.slow
 def test_the_cli_runs_against_repeated_endpoints(minilm_path, tmp_path, capsys):
-    """`mteb-vllm run --endpoint A --endpoint B`: every endpoint is checked and used; results saved as locally."""
+    """`mteb-vllm run --endpoint A --endpoint B`: every endpoint is checked at the start (a wrong one is named),
+    one dying mid-run leaves the other to finish, and the results are saved as for a local run."""
     from mteb_vllm.cli import main
 
     with _fake(minilm_path) as a, FakeServer(FakeServerConfig(model="someone/else")) as wrong:
@@ -246,7 +241,7 @@ def test_a_500_whose_text_says_cannot_is_a_down_endpoint_not_a_wrong_one(minilm_
 
 
 @pytest.mark.slow
-def test_driving_a_fleet_needs_no_vllm(minilm_path):
+def test_driving_a_fleet_needs_no_vllm(minilm_path, tmp_path):
     """The README's promise: `pip install mteb-vllm` without vLLM is enough to drive servers."""
     import subprocess
     import sys
@@ -258,8 +253,6 @@ def test_driving_a_fleet_needs_no_vllm(minilm_path):
             "with FakeServer(FakeServerConfig(model=p, max_model_len=256, tokenizer=p)) as url:\n"
             "    w = VllmEncoderWrapper(p, endpoints=[url], ignore_prompt_errors=True, cache_dir=sys.argv[1])\n"
             "    print(w.embed_texts(['a b', 'c']).shape)\n")
-    import tempfile
-
-    proc = subprocess.run([sys.executable, "-c", code, tempfile.mkdtemp()], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "(2, 64)", proc.stderr[-2000:]

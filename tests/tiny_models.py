@@ -81,3 +81,12 @@ def bert_cross_encoder(dst: Path, tokenizer_src: str | Path, seed: int = 2, num_
     model.save_pretrained(dst)
     _copy_tokenizer(tokenizer_src, dst)
     return dst
+
+
+def classifier_config_only(minilm_path: str | Path, dst: Path) -> str:
+    """MiniLM's config and tokenizer declared a sequence classifier, without weights: enough for the wrappers'
+    checks and for servers that only need the name and tokenizer (nothing can start an engine on it)."""
+    shutil.copytree(minilm_path, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
+    config = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
+    return str(dst)

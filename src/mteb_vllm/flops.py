@@ -9,6 +9,20 @@ square matmul through torch is the ceiling every transformer forward pass is mad
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+
+
+def best_gflops(op: Callable[[], object], flops: float, seconds: float) -> float:
+    """Best GFLOP/s of ``op`` (``flops`` per call) over repeated calls for ``seconds``, after one warm-up call
+    (the first allocates and picks kernels)."""
+    op()
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        op()
+        best = max(best, flops / (time.perf_counter() - started) / 1e9)
+    return best
 
 
 def matmul_peak_gflops(dtype: str = "float32", size: int = 2048, seconds: float = 2.0) -> float:
@@ -19,12 +33,4 @@ def matmul_peak_gflops(dtype: str = "float32", size: int = 2048, seconds: float 
     gen = torch.Generator().manual_seed(0)  # a private generator: the caller's RNG state stays as it was
     a = torch.randn(size, size, generator=gen).to(torch_dtype)
     b = torch.randn(size, size, generator=gen).to(torch_dtype)
-    torch.matmul(a, b)  # warm-up: first call allocates and picks kernels
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        torch.matmul(a, b)
-        took = time.perf_counter() - started
-        best = max(best, 2 * size**3 / took / 1e9)
-    return best
+    return best_gflops(lambda: torch.matmul(a, b), 2 * size**3, seconds)
