@@ -8,15 +8,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 
 
-def _load(name: str) -> dict | None:
-    path = HERE / "results" / name
-    return json.loads(path.read_text()) if path.exists() else None
+RESULTS = HERE / "results"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One machine's results: ``benchmarks/results/`` for the machine of the latest ``make bench``, a subfolder
+    for each earlier machine (kept so a figure never loses the machine it came from). ``image`` is where the
+    report being written finds the folder's files; ``when`` names the machine's turn in a column heading."""
+
+    path: Path
+    image: str
+    when: str
+
+    def load(self, name: str) -> dict | None:
+        path = self.path / name
+        return json.loads(path.read_text()) if path.exists() else None
 
 
 def _cell(stat: dict, digits: int = 1) -> str:
@@ -28,7 +42,7 @@ def _ratio(row: dict, key: str = "ratio_vs_st") -> str:
     return f"{row[key]:.2f}x" if key in row else ""
 
 
-def _e2e_section(data: dict) -> list[str]:
+def _e2e_section(data: dict, folder: Folder) -> list[str]:
     w = data["workload"]
     lines = [
         "## What a user waits for, with no options: load + `mteb.evaluate` of three STS-shaped tasks (issue 9)",
@@ -63,7 +77,7 @@ def _throughput_table(data: dict, unit: str, check: str, check_label: str, check
     return lines + [""]
 
 
-def _encode_section(data: dict) -> list[str]:
+def _encode_section(data: dict, folder: Folder) -> list[str]:
     w = data["workload"]
     lines = [
         "## Encode throughput: 2000 texts of 5-200 words, all-MiniLM-L6-v2",
@@ -77,7 +91,7 @@ def _encode_section(data: dict) -> list[str]:
     return lines + _throughput_table(data, "texts", "min_cosine_vs_st", "min cosine vs ST", ".7f")
 
 
-def _rerank_section(data: dict) -> list[str]:
+def _rerank_section(data: dict, folder: Folder) -> list[str]:
     w = data["workload"]
     lines = [
         "## Rerank throughput: 2000 (query, document) pairs, MiniLM-L6-shaped BERT cross-encoder",
@@ -91,7 +105,7 @@ def _rerank_section(data: dict) -> list[str]:
     return lines + _throughput_table(data, "pairs", "max_abs_diff_vs_st", "max abs score diff vs ST", ".2e")
 
 
-def _cache_section(data: dict) -> list[str]:
+def _cache_section(data: dict, folder: Folder) -> list[str]:
     r, s = data["results"], data["summary"]
     names = {"nocache": "no cache", "cold": "cold cache (empty folder, every vector written)",
              "warm": "warm cache (the folder the cold run filled)"}
@@ -120,7 +134,7 @@ def _cache_section(data: dict) -> list[str]:
     return lines
 
 
-def _profile_section(data: dict) -> list[str]:
+def _profile_section(data: dict, folder: Folder) -> list[str]:
     shares = sorted(data["share_of_wall"].items(), key=lambda kv: -kv[1])
     lines = [
         f"## Where a {data['dtype']} encode's time goes (issue 9)",
@@ -145,11 +159,11 @@ def _profile_section(data: dict) -> list[str]:
               "The linear layers run near the kernel's rate on these shapes; what keeps the model below the matmul "
               "peak is everything else: vLLM's CPU attention (which also writes K/V into a scratch cache an "
               "encoder does not need), GELU, layer norm, residual adds and per-step Python, all inside vLLM. The "
-              "smaller the model and the faster the matmul unit (AMX here), the larger that share.", ""]
+              "smaller the model and the faster the matmul unit, the larger that share.", ""]
     return lines
 
 
-def _fleet_section(data: dict) -> list[str]:
+def _fleet_section(data: dict, folder: Folder) -> list[str]:
     setup = data["setup"]
     lines = [
         "## A simulated fleet: how the remote backend scales with endpoints (issue 11)",
@@ -179,7 +193,7 @@ def _fleet_section(data: dict) -> list[str]:
               f"(JSON of the token ids, then base64 decoding of the answer): the first wave of {first_wave} requests "
               f"takes about {first_wave * ms / 1e3:.2f} s to send, so the last endpoints start late, and that is "
               "most of the gap to the ideal in a run this short."]
-    longer = _load("fleet_scaling_long.json")
+    longer = folder.load("fleet_scaling_long.json")
     if longer:
         per = longer["setup"]["requests_per_endpoint"]
         last = longer["points"][-1]
@@ -190,7 +204,7 @@ def _fleet_section(data: dict) -> list[str]:
     return lines + [""]
 
 
-def _remote_section(data: dict) -> list[str]:
+def _remote_section(data: dict, folder: Folder) -> list[str]:
     r, s = data["results"], data["summary"]
     lines = [
         "## One real `vllm serve` against the in-process engine (issue 11)",
@@ -210,7 +224,7 @@ def _remote_section(data: dict) -> list[str]:
     return lines
 
 
-def _bench_section(data: dict) -> list[str]:
+def _bench_section(data: dict, folder: Folder) -> list[str]:
     from mteb_vllm.bench import markdown_report
 
     cfg = data["config"]
@@ -225,31 +239,119 @@ def _bench_section(data: dict) -> list[str]:
         "vLLM does not, which is why the sentence-transformers variable-length rows drop. Given a whole list at once, "
         "sentence-transformers sorts it by length first; that fairer comparison is the 2000-text table above.",
         "",
-        "![throughput vs latency](benchmarks/results/bench.png)",
+        f"![throughput vs latency]({folder.image}bench.png)",
         "",
         markdown_report(data),
     ]
 
 
-def main() -> None:
-    sections = [("e2e_defaults.json", _e2e_section), ("encode_throughput.json", _encode_section),
-                ("rerank_throughput.json", _rerank_section), ("bench.json", _bench_section),
-                ("profile_bf16.json", _profile_section), ("cache_rerun.json", _cache_section),
-                ("remote_overhead.json", _remote_section),
-                ("fleet_scaling.json", _fleet_section)]
-    loaded = [(fn, _load(name)) for name, fn in sections]
+SECTIONS = [("e2e_defaults.json", _e2e_section), ("encode_throughput.json", _encode_section),
+            ("rerank_throughput.json", _rerank_section), ("bench.json", _bench_section),
+            ("profile_bf16.json", _profile_section), ("cache_rerun.json", _cache_section),
+            ("remote_overhead.json", _remote_section), ("fleet_scaling.json", _fleet_section)]
+
+
+def _sections(folder: Folder) -> list[str]:
+    """Every benchmark table of one machine, with that machine and its versions first."""
+    loaded = [(fn, folder.load(name)) for name, fn in SECTIONS]
     first = next((data for _, data in loaded if data), None)
-    lines = ["# Benchmarks", "",
-             "Generated by `benchmarks/make_report.py` from the JSON the benchmark commands wrote under "
-             "`benchmarks/results/` (`make bench` reruns everything). Each table comes from one run of its command "
-             "on the machine below; ratios compare backends measured in that run. This is a shared 2-core virtual "
-             "machine: the same measurement moves by 5-15 % between processes, so every command runs interleaved "
-             "rounds of fresh processes and reports medians with the range of the runs.", ""]
+    lines = []
     if first:
         lines += [f"Machine: `{json.dumps(first['machine'])}`", "", f"Versions: `{json.dumps(first['versions'])}`", ""]
     for fn, data in loaded:
         if data:
-            lines += fn(data)
+            lines += fn(data, folder)
+    return lines
+
+
+def _headlines(folder: Folder) -> dict[str, str]:
+    """The figure each issue's target is about, one cell per benchmark (what the machines table compares)."""
+    out: dict[str, str] = {}
+
+    def ratio(name: str, key: str, what: str) -> None:
+        data = folder.load(name)
+        if data:
+            ref, ours = data["results"]["st"], data["results"]["ours"]
+            out[what] = (f"{ours['ratio_vs_st']:.2f}x ({ref[key]['median']:.1f} s vs {ours[key]['median']:.1f} s, "
+                         f"{ours['dtype']})")
+
+    ratio("e2e_defaults.json", "total_s", "end to end, defaults, vs sentence-transformers (issue 9 target: 3x)")
+    ratio("encode_throughput.json", "seconds", "encode 2000 texts, defaults, vs sentence-transformers")
+    ratio("rerank_throughput.json", "seconds", "rerank 2000 pairs, defaults, vs sentence-transformers")
+    bench = folder.load("bench.json")
+    if bench:
+        peaks = bench["matmul_peak_gflops"]
+        out["matmul peak, bfloat16 / float32 (GFLOP/s)"] = f"{peaks['bfloat16']:.0f} / {peaks['float32']:.0f}"
+        for dtype, label in (("auto", "defaults (issue 9 target: 85 % in bf16)"), ("float32", "float32")):
+            rows = [p for p in bench["points"] if p["backend"] == "vllm" and p["dtype"] == dtype]
+            if rows:
+                shares = [100 * p["peak_fraction"] for p in rows]
+                out[f"`bench`, vLLM {label}: % of its dtype's matmul peak"] = (
+                    f"{min(shares):.0f}-{max(shares):.0f} % ({rows[0].get('computed_dtype', dtype)})")
+    profile = folder.load("profile_bf16.json")
+    if profile:
+        out["bf16 profile: linear layers' share of wall time"] = (
+            f"{100 * profile['share_of_wall'].get('linear layers', 0):.0f} %")
+    cache = folder.load("cache_rerun.json")
+    if cache:
+        s = cache["summary"]
+        out["cached rerun vs cold run / cold-run cost of the cache"] = (
+            f"{s['rerun_speedup_total']:.1f}x / {100 * s['cold_overhead_total']:+.1f} %")
+    remote = folder.load("remote_overhead.json")
+    if remote:
+        out["one `vllm serve` vs the in-process engine"] = f"{100 * remote['summary']['overhead']:+.0f} %"
+    fleet = folder.load("fleet_scaling_long.json") or folder.load("fleet_scaling.json")
+    if fleet:
+        last = fleet["points"][-1]
+        out[f"fleet efficiency at {last['endpoints']} endpoints"] = f"{last['efficiency']:.2f}"
+    return out
+
+
+def _machine_name(folder: Folder) -> str:
+    for name, _ in SECTIONS:
+        data = folder.load(name)
+        if data:
+            m = data["machine"]
+            return f"{m['cpu']}, {m['cores']} cores ({folder.when})"
+    return folder.when
+
+
+def _machines_section(folders: list[Folder], root: Path) -> list[str]:
+    """Headline figures side by side for every machine with results, the latest first."""
+    heads = [(_machine_name(f), _headlines(f)) for f in folders]
+    rows = list(dict.fromkeys(k for _, h in heads for k in h))
+    lines = ["## The headline figures on each machine", "",
+             "Every machine this project's benchmarks ran on, the latest first; each column comes from that "
+             "machine's own runs (its tables: " + ", ".join(
+                 "this file" if i == 0 else f"`{f.path.relative_to(root) if f.path.is_relative_to(root) else f.path}/REPORT.md`"
+                 for i, f in enumerate(folders))
+             + ").", "",
+             "| | " + " | ".join(name for name, _ in heads) + " |",
+             "|---|" + "---|" * len(heads)]
+    lines += [f"| {row} | " + " | ".join(h.get(row, "") for _, h in heads) + " |" for row in rows]
+    return lines + [""]
+
+
+INTRO = ("Generated by `benchmarks/make_report.py` from the JSON the benchmark commands wrote under "
+         "`benchmarks/results/` (`make bench` reruns everything). Each table comes from one run of its command "
+         "on the machine named above it; ratios compare backends measured in that run. This is a shared 2-core "
+         "virtual machine: the same measurement moves by 5-15 % between processes, so every command runs "
+         "interleaved rounds of fresh processes and reports medians with the range of the runs.")
+
+
+def write_reports(results: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md") -> str:
+    """Write ``out`` from ``results`` (the latest machine) and a REPORT.md in each earlier machine's subfolder;
+    return the text of ``out``."""
+    image = f"{results.relative_to(out.parent)}/" if results.is_relative_to(out.parent) else f"{results}/"
+    current = Folder(results, image, "latest")
+    earlier = [Folder(p, "", p.name) for p in sorted(results.iterdir()) if p.is_dir() and any(p.glob("*.json"))]
+    for folder in earlier:  # an earlier machine's full tables, next to its JSON
+        (folder.path / "REPORT.md").write_text("\n".join(
+            [f"# Benchmarks on an earlier machine ({folder.path.name})", "", INTRO, ""] + _sections(folder)))
+    lines = ["# Benchmarks", "", INTRO, ""]
+    if earlier:
+        lines += _machines_section([current] + earlier, out.parent)
+    lines += ["## This machine", ""] + _sections(current)
     tuning = HERE / "tuning.md"
     if tuning.exists():  # the hand-run tuning log, kept verbatim
         lines += [tuning.read_text(), ""]
@@ -261,8 +363,13 @@ def main() -> None:
         "size, 4096-token steps, thread binding) switch off there and vLLM's own GPU defaults apply.",
         "",
     ]
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
-    print((ROOT / "BENCHMARKS.md").read_text())
+    text = "\n".join(lines)
+    out.write_text(text)
+    return text
+
+
+def main() -> None:
+    print(write_reports())
 
 
 if __name__ == "__main__":

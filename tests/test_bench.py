@@ -55,3 +55,34 @@ def test_bad_configuration_is_refused_before_running():
         BenchConfig(model="x", backends=["onnx"])
     with pytest.raises(ValueError, match="at least the largest batch size"):
         BenchConfig(model="x", batch_sizes=[64], n=8)
+
+
+def test_an_emulated_precision_gets_no_share_of_a_peak(minilm_path, tmp_path, monkeypatch):
+    """mteb's built-in wrapper computes in float16 under "auto"; where the CPU emulates float16 its square
+    matmul runs at under 1 GFLOP/s, and a share of that read as 4000 % in a real run. Such a row says
+    "emulated" instead, and no peak is measured for it. (A stand-in child: this is the report's logic.)"""
+    import mteb_vllm.bench as bench
+    import mteb_vllm.flops as flops
+
+    def child(spec):
+        resolved = {"vllm": "bfloat16", "mteb-builtin": "float16"}[spec["backend"]]
+        points = [{"workload": w, "batch_size": b, "latencies_s": [0.01] * (spec["n"] // b)}
+                  for w in spec["workloads"] for b in spec["batch_sizes"]]
+        return {"resolved_dtype": resolved, "start_s": 1.0, "points": points}, ""
+
+    measured = []
+    monkeypatch.setattr(bench, "_spawn", child)
+    monkeypatch.setattr(bench, "_on_gpu", lambda: False)
+    monkeypatch.setattr(flops, "matmul_peak_gflops", lambda dtype: measured.append(dtype) or 100.0)
+    monkeypatch.setattr("mteb_vllm.precision.cpu_emulation_reason",
+                        lambda dtype: "emulated here" if dtype == "float16" else None)
+    config = BenchConfig(model=minilm_path, backends=["vllm", "mteb-builtin"], dtypes=["auto"], batch_sizes=[4],
+                         input_len=16, n=8, output_folder=str(tmp_path))
+    report = run_bench(config, progress=False)
+    rows = {p["backend"]: p for p in report["points"]}
+    assert rows["mteb-builtin"]["computed_dtype"] == "float16" and rows["mteb-builtin"]["emulated"]
+    assert rows["mteb-builtin"]["peak_fraction"] is None
+    assert rows["vllm"]["peak_fraction"] == pytest.approx(rows["vllm"]["model_gflops_per_s"] / 100.0)
+    assert measured == ["bfloat16"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| mteb-builtin | defaults (float16) |" in markdown and "n/a (emulated) |" in markdown

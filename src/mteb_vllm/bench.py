@@ -154,6 +154,9 @@ class BenchPoint:
     peak_fraction: float | None
     #: The precision the backend computed in ("auto" rows: what the backend's default resolved to).
     computed_dtype: str = ""
+    #: True when this CPU emulates ``computed_dtype`` (a backend's own default may pick such a precision):
+    #: there is then no matmul peak to compare with, so ``peak_fraction`` is None.
+    emulated: bool = False
 
 
 def _on_gpu() -> bool:
@@ -191,10 +194,17 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             dtypes.append(dtype)
     peaks: dict[str, float] = {}
 
-    def peak(dtype: str) -> float:  # measured once per precision a run actually computes in
-        if dtype not in peaks:
+    def emulated(dtype: str) -> bool:
+        return not _on_gpu() and cpu_emulation_reason(dtype) is not None
+
+    def peak_fraction(gflops: float | None, dtype: str) -> float | None:
+        # A precision the CPU emulates (mteb's built-in wrapper picks float16 under "auto") has no meaningful
+        # peak: its square matmul crawls at a fraction of a GFLOP/s, and a share of that would read as 4000 %.
+        if not gflops or dtype not in ("float32", "bfloat16", "float16") or emulated(dtype):
+            return None
+        if dtype not in peaks:  # measured once per precision a run actually computes in
             peaks[dtype] = matmul_peak_gflops(dtype)
-        return peaks[dtype]
+        return gflops / peaks[dtype]
 
     shape = model_shape(config.model)
     max_len = model_context_length(config.model) or 512  # config files only: no checkpoint code runs here
@@ -221,9 +231,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                 requests=len(lens), tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
                 requests_per_s=len(lens) / seconds, latency_ms_p50=float(np.median(lat) * 1e3),
                 latency_ms_mean=float(lat.mean() * 1e3), engine_start_s=result["start_s"],
-                model_gflops_per_s=gflops, computed_dtype=computed,
-                peak_fraction=gflops / peak(computed) if gflops and computed in ("float32", "bfloat16", "float16")
-                else None))
+                model_gflops_per_s=gflops, computed_dtype=computed, emulated=emulated(computed),
+                peak_fraction=peak_fraction(gflops, computed)))
     report = {
         "command": "mteb-vllm " + " ".join(sys.argv[1:]) if sys.argv and "mteb-vllm" in sys.argv[0] else None,
         "machine": machine_info(), "versions": versions(), "config": asdict(config),
@@ -380,7 +389,8 @@ def markdown_report(report: dict[str, Any]) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in report["points"]:
         gf = f"{p['model_gflops_per_s']:.1f}" if p["model_gflops_per_s"] else "n/a"
-        pct = f"{100 * p['peak_fraction']:.0f} %" if p["peak_fraction"] else "n/a"
+        pct = (f"{100 * p['peak_fraction']:.0f} %" if p["peak_fraction"]
+               else "n/a (emulated)" if p.get("emulated") else "n/a")
         dtype = p["dtype"] if p["dtype"] != "auto" else f"defaults ({p.get('computed_dtype') or '?'})"
         lines.append(f"| {p['backend']} | {dtype} | {p['workload']} | {p['batch_size']} | "
                      f"{p['tokens_per_s']:,.0f} | {p['requests_per_s']:.1f} | {p['latency_ms_p50']:.1f} | {gf} | {pct} |")
