@@ -188,6 +188,7 @@ def _writer(cache_dir: str, offset: int, count: int) -> None:
         wrapper.embed_texts([f"text {i}" for i in range(start, start + 50)])
 
 
+@pytest.mark.slow  # two spawned Python processes importing mteb: most of the fast tier's time otherwise
 def test_two_processes_writing_one_folder_lose_and_mix_nothing(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), offset, 1500)) for offset in (0, 1000)]  # overlap
