@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -27,10 +27,21 @@ class Folder:
     path: Path
     image: str
     when: str
+    _loaded: dict[str, dict | None] = field(default_factory=dict, compare=False, repr=False)
 
     def load(self, name: str) -> dict | None:
-        path = self.path / name
-        return json.loads(path.read_text()) if path.exists() else None
+        """One benchmark's JSON, read once (the sections, the headlines and the machine name all ask)."""
+        if name not in self._loaded:
+            path = self.path / name
+            self._loaded[name] = json.loads(path.read_text()) if path.exists() else None
+        return self._loaded[name]
+
+    def machine(self) -> dict | None:
+        """The machine the folder's runs name (the first benchmark present; one folder, one machine)."""
+        return next((data["machine"] for name, _ in SECTIONS if (data := self.load(name))), None)
+
+    def versions(self) -> dict | None:
+        return next((data["versions"] for name, _ in SECTIONS if (data := self.load(name))), None)
 
 
 def _cell(stat: dict, digits: int = 1) -> str:
@@ -253,13 +264,11 @@ SECTIONS = [("e2e_defaults.json", _e2e_section), ("encode_throughput.json", _enc
 
 def _sections(folder: Folder) -> list[str]:
     """Every benchmark table of one machine, with that machine and its versions first."""
-    loaded = [(fn, folder.load(name)) for name, fn in SECTIONS]
-    first = next((data for _, data in loaded if data), None)
     lines = []
-    if first:
-        lines += [f"Machine: `{json.dumps(first['machine'])}`", "", f"Versions: `{json.dumps(first['versions'])}`", ""]
-    for fn, data in loaded:
-        if data:
+    if folder.machine():
+        lines += [f"Machine: `{json.dumps(folder.machine())}`", "", f"Versions: `{json.dumps(folder.versions())}`", ""]
+    for name, fn in SECTIONS:
+        if data := folder.load(name):
             lines += fn(data, folder)
     return lines
 
@@ -308,12 +317,8 @@ def _headlines(folder: Folder) -> dict[str, str]:
 
 
 def _machine_name(folder: Folder) -> str:
-    for name, _ in SECTIONS:
-        data = folder.load(name)
-        if data:
-            m = data["machine"]
-            return f"{m['cpu']}, {m['cores']} cores ({folder.when})"
-    return folder.when
+    m = folder.machine()
+    return f"{m['cpu']}, {m['cores']} cores ({folder.when})" if m else folder.when
 
 
 def _machines_section(folders: list[Folder], root: Path) -> list[str]:

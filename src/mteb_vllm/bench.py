@@ -194,13 +194,10 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             dtypes.append(dtype)
     peaks: dict[str, float] = {}
 
-    def emulated(dtype: str) -> bool:
-        return not _on_gpu() and cpu_emulation_reason(dtype) is not None
-
-    def peak_fraction(gflops: float | None, dtype: str) -> float | None:
+    def peak_fraction(gflops: float | None, dtype: str, emulated: bool) -> float | None:
         # A precision the CPU emulates (mteb's built-in wrapper picks float16 under "auto") has no meaningful
         # peak: its square matmul crawls at a fraction of a GFLOP/s, and a share of that would read as 4000 %.
-        if not gflops or dtype not in ("float32", "bfloat16", "float16") or emulated(dtype):
+        if not gflops or dtype not in ("float32", "bfloat16", "float16") or emulated:
             return None
         if dtype not in peaks:  # measured once per precision a run actually computes in
             peaks[dtype] = matmul_peak_gflops(dtype)
@@ -219,6 +216,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             logger.error("%s %s failed: %s", backend, dtype, error)
             continue
         computed = result.get("resolved_dtype") or (dtype if dtype != "auto" else "float32")
+        emulated = not _on_gpu() and cpu_emulation_reason(computed) is not None
         for p in result["points"]:
             lat = np.asarray(p["latencies_s"])
             lens = lengths[p["workload"]]
@@ -231,8 +229,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                 requests=len(lens), tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
                 requests_per_s=len(lens) / seconds, latency_ms_p50=float(np.median(lat) * 1e3),
                 latency_ms_mean=float(lat.mean() * 1e3), engine_start_s=result["start_s"],
-                model_gflops_per_s=gflops, computed_dtype=computed, emulated=emulated(computed),
-                peak_fraction=peak_fraction(gflops, computed)))
+                model_gflops_per_s=gflops, computed_dtype=computed, emulated=emulated,
+                peak_fraction=peak_fraction(gflops, computed, emulated)))
     report = {
         "command": "mteb-vllm " + " ".join(sys.argv[1:]) if sys.argv and "mteb-vllm" in sys.argv[0] else None,
         "machine": machine_info(), "versions": versions(), "config": asdict(config),
