@@ -65,3 +65,48 @@ def test_frozen_heap_leaves_a_callers_own_freeze_alone():
         assert gc.get_freeze_count() > before // 2
     finally:
         gc.unfreeze()
+
+
+def _overlapping(block) -> list[tuple[bool, int]]:
+    """Thread A opens ``block``, thread B opens it, A closes while B is still inside; what B sees then."""
+    import threading
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[tuple[bool, int]] = []
+
+    def a():
+        with block():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with block():
+            b_in.set()
+            a_out.wait(10)
+            seen.append((gc.isenabled(), gc.get_freeze_count()))
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(seen) == 1, "the threads did not overlap"
+    return seen
+
+
+def test_a_pause_in_another_thread_outlasts_the_first_to_finish():
+    gc.enable()
+    [(enabled, _)] = _overlapping(paused_gc)
+    assert not enabled, "the first thread to finish switched the collector on under the other"
+    assert gc.isenabled()
+
+
+def test_a_freeze_in_another_thread_outlasts_the_first_to_finish():
+    from mteb_vllm.gc_pause import frozen_heap
+
+    gc.unfreeze()
+    [(_, frozen)] = _overlapping(frozen_heap)
+    assert frozen > 0, "the first thread to finish unfroze the heap under the other"
+    assert gc.get_freeze_count() == 0

@@ -11,23 +11,39 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
+
+
+#: Both context managers count open blocks across threads: two wrappers encoding in two threads must not have
+#: the first one to finish switch the collector back on (or unfreeze the heap) under the other.
+_lock = threading.Lock()
+_paused = 0  # paused_gc blocks open
+_was_enabled = False  # the collector's setting when the first of them opened
+_frozen = 0  # frozen_heap blocks open
+_holding = False  # True while frozen_heap holds the freeze: objects frozen then are ours, not the caller's
 
 
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
     """Disable the cyclic collector inside the block; restore the caller's setting afterwards.
 
-    Nested use is safe: only the outermost block turns the collector back on, and a collector the caller
-    had switched off stays off.
+    Nested and concurrent use is safe: only the last block to close turns the collector back on, and a
+    collector the caller had switched off stays off.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _paused, _was_enabled
+    with _lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+        _paused += 1
+        gc.disable()
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled:
+                gc.enable()
 
 
 @contextlib.contextmanager
@@ -39,24 +55,24 @@ def frozen_heap() -> Iterator[None]:
     collections, each walking that whole heap: 0.6 s of GC in a 12 s encode of 8,000 short texts here, 0.1 s
     with the heap frozen (and 7 % less wall time). ``gc.freeze`` and ``gc.unfreeze`` splice lists, O(1), and
     young objects are still collected. Afterwards everything is collectable again, as the caller had it.
-    Nested blocks are no-ops, and so is a block when the caller froze objects itself (unfreezing would
-    touch those).
+    Blocks opened while one is open (nested, or in another thread) share its freeze, which the last of them
+    to close undoes. A block is a no-op when the caller froze objects itself (unfreezing would touch those);
+    objects the caller freezes *during* a block are unfrozen with ours (``gc`` cannot tell them apart).
     """
-    global _holding
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    _holding = True
+    global _frozen, _holding
+    with _lock:
+        if _frozen == 0 and not gc.get_freeze_count():
+            gc.freeze()
+            _holding = True
+        _frozen += 1
     try:
         yield
     finally:
-        _holding = False
-        gc.unfreeze()
-
-
-#: True while :func:`frozen_heap` holds the freeze: objects frozen then are ours, not the caller's.
-_holding = False
+        with _lock:
+            _frozen -= 1
+            if _frozen == 0 and _holding:
+                _holding = False
+                gc.unfreeze()
 
 
 def caller_freeze_count() -> int:
