@@ -256,3 +256,19 @@ def test_driving_a_fleet_needs_no_vllm(minilm_path, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "(2, 64)", proc.stderr[-2000:]
+
+
+def test_base64_embeddings_decode_in_one_piece_and_ragged_answers_are_malformed():
+    import base64
+
+    from mteb_vllm.backends.remote import _decode_base64_rows, _Transient
+
+    rows = np.arange(12, dtype="<f4").reshape(3, 4)
+    decoded = _decode_base64_rows([base64.b64encode(r.tobytes()).decode() for r in rows])
+    assert [r.tolist() for r in decoded] == rows.tolist()
+    # a row of 3 floats and one of 5 sum to 2 x 4: that must never be reshaped into two rows of 4
+    ragged = [base64.b64encode(np.ones(n, dtype="<f4").tobytes()).decode() for n in (3, 5)]
+    with pytest.raises(_Transient, match="different"):
+        _decode_base64_rows(ragged)
+    with pytest.raises(_Transient):
+        _decode_base64_rows([base64.b64encode(b"abcde").decode()])  # not whole float32 values
