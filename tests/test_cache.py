@@ -353,3 +353,117 @@ def test_a_new_vllm_version_is_warned_about_and_entries_are_kept(tmp_path, caplo
     assert "filled with vLLM 0.31.0; this run uses vLLM 0.32.0" in caplog.text
     assert list(again.get([b"k" * 16])) == [b"k" * 16]
     again.close()
+
+
+class _GpuLikeBackend(FakeBackend):
+    """Under dtype="auto" it knows its precision only once started, as a lazily started GPU engine does."""
+
+    def __init__(self, config=None, *, resolves_to: str):
+        super().__init__(config)
+        self.dtype, self.resolves_to, self.started = "auto", resolves_to, False
+
+    def start(self):
+        self.started, self.dtype = True, self.resolves_to
+
+
+def test_a_precision_chosen_at_engine_start_gets_its_own_namespace(tmp_path):
+    """A V100 (float16) and an A100 (bfloat16) run of dtype="auto" must not share entries."""
+    from mteb_vllm.backends.base import TokenizedInput
+
+    inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
+    a100 = _GpuLikeBackend(resolves_to="bfloat16")
+    first = CachedBackend(a100, tmp_path)
+    assert not a100.started and "first call" in first.info.details["cache"]
+    first.pool(inputs, "embed")
+    assert a100.started and a100.inputs_seen == 20
+    v100 = _GpuLikeBackend(resolves_to="float16")
+    CachedBackend(v100, tmp_path).pool(inputs, "embed")
+    assert v100.inputs_seen == 20, "float16 run served the bfloat16 run's vectors"
+    assert sorted(n.dtype for n in cache_info(tmp_path).namespaces) == ["bfloat16", "float16"]
+    again = _GpuLikeBackend(resolves_to="bfloat16")
+    CachedBackend(again, tmp_path).pool(inputs, "embed")
+    assert again.inputs_seen == 0
+
+
+@pytest.mark.parametrize("kwargs, hit", [({"kv_cache_dtype": "fp8"}, False), ({"load_format": "dummy"}, False),
+                                         ({"model_impl": "transformers"}, False), ({"block_size": 64}, True),
+                                         ({"seed": 7}, True)])
+def test_pass_through_engine_args_miss_the_cache_unless_they_only_schedule(tmp_path, kwargs, hit):
+    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.config import EngineConfig
+
+    inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
+    plain = EngineConfig(model="fake/encoder", dtype="float32", revision="a" * 40)
+    CachedBackend(FakeBackend(plain), tmp_path, config=plain).pool(inputs, "embed")
+    tuned = EngineConfig(model="fake/encoder", dtype="float32", revision="a" * 40, engine_kwargs=kwargs)
+    inner = FakeBackend(tuned)
+    CachedBackend(inner, tmp_path, config=tuned).pool(inputs, "embed")
+    assert inner.inputs_seen == (0 if hit else 20)
+
+
+def test_threads_sharing_one_cached_backend_store_every_entry(tmp_path, caplog):
+    import threading
+
+    from mteb_vllm.backends.base import TokenizedInput
+
+    backend = CachedBackend(FakeBackend(), tmp_path)
+
+    def work(t):
+        for call in range(50):
+            backend.pool([TokenizedInput([2, t, call, i, 3]) for i in range(4)], "embed")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert "cannot be written" not in caplog.text and backend.namespace.writable
+    assert backend.namespace.count() == 4 * 50 * 4
+
+
+def test_a_file_that_cannot_be_opened_is_not_taken_for_damage(tmp_path, caplog):
+    """A full disk (here: a size cap below what a new file needs) is a warning and an uncached run; the file is
+    not moved aside as damaged and the wrapper is still built."""
+    from mteb_vllm.backends.base import TokenizedInput
+
+    inner = FakeBackend()
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        backend = CachedBackend(inner, tmp_path, max_bytes=3 * 4096)
+    assert "running without the cache" in caplog.text and "damaged" not in caplog.text
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert backend.pool([TokenizedInput([2, 5, 3])], "embed").shape == (1, inner.dim)
+
+
+def test_damaged_copies_are_counted_kept_apart_and_cleared_and_compact_skips_a_bad_file(tmp_path, caplog):
+    from mteb_vllm.cache_store import _aside_name
+
+    first, _ = _encoder(tmp_path)
+    first.embed_texts(TEXTS[:20])
+    first.close()
+    (good,) = tmp_path.glob("*.sqlite")
+    a = _aside_name(good)
+    a.write_bytes(b"x" * 100)
+    b = _aside_name(good)  # the same second: another name, never over the first copy
+    assert b != a
+    b.write_bytes(b"y" * 50)
+    (tmp_path / "broken.sqlite").write_bytes(b"not a database at all" * 100)
+    info = cache_info(tmp_path)
+    assert sorted(info.damaged_copies) == sorted([a, b]) and info.damaged_bytes == 150
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        compact_cache(tmp_path)  # the unreadable file is reported and skipped, the good one still compacted
+    assert "broken.sqlite was not compacted" in caplog.text
+    assert [r.entries for r in verify_cache(tmp_path) if r.fingerprint == good.stem] == [20]
+    clear_cache(tmp_path)
+    assert not list(tmp_path.glob("*.corrupt-*")) and not list(tmp_path.glob("*.sqlite"))
+
+
+def test_half_precision_nan_on_a_shared_engine_is_not_restarted_behind_the_cache(tmp_path, caplog):
+    """A shared backend cannot be restarted in float32 by one wrapper, cached or not: the error comes at once."""
+    from mteb_vllm.errors import NonFiniteOutputError
+
+    shared = FakeBackend(auto_dtype="bfloat16", nonfinite_dtypes=("bfloat16",))
+    wrapper = VllmEncoderWrapper("fake/encoder", backend=shared, cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"), pytest.raises(NonFiniteOutputError):
+        wrapper.embed_texts(TEXTS[:10])
+    assert "restarting" not in caplog.text and shared.inputs_seen == 10

@@ -148,11 +148,18 @@ class VllmWrapperBase:
         from .backends import create_backend
 
         backend, owned = create_backend(self._backend_spec, config, **self._backend_options)
+        self._owns_engine = owned  # the engine itself, not the cache layer: only an own engine can be restarted
         if self.cache_dir is None:
             return backend, owned
         from .backends.cached import CachedBackend
 
-        return CachedBackend(backend, self.cache_dir, config=config, close_inner=owned, name=self.resolved.name), True
+        try:
+            cached = CachedBackend(backend, self.cache_dir, config=config, close_inner=owned, name=self.resolved.name)
+        except BaseException:
+            if owned:
+                backend.close()
+            raise
+        return cached, True
 
     def _make_meta(self) -> ModelMeta:
         """The registry's entry (or an empty one), naming what actually ran: the loaded revision and the
@@ -231,7 +238,7 @@ class VllmWrapperBase:
         return values
 
     def _can_fall_back(self) -> bool:
-        return (self._owns_backend and canonical(self.config.dtype) == "auto"
+        return (getattr(self, "_owns_engine", self._owns_backend) and canonical(self.config.dtype) == "auto"
                 and self.dtype in HALF_PRECISION and not self.precision_fallbacks)
 
     @staticmethod

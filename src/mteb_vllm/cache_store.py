@@ -65,20 +65,36 @@ def item_key(task: str, token_ids: list[int], token_type_ids: list[int] | None) 
     return digest.digest()
 
 
+#: Pass-through engine arguments that decide how work is scheduled, stored or logged, never the numbers: they
+#: stay out of the fingerprint so that tuning them keeps the cache. Every other pass-through argument
+#: (``kv_cache_dtype``, ``load_format``, ``model_impl``, ``code_revision``, ``tokenizer``, ...) is part of it,
+#: including ones this list has never heard of: an unknown argument costs a recomputation, never a wrong vector.
+NEUTRAL_ENGINE_ARGS = frozenset({
+    "block_size", "swap_space", "cpu_offload_gb", "kv_cache_memory_bytes", "num_gpu_blocks_override",
+    "disable_log_stats", "enable_log_requests", "download_dir", "seed", "max_num_partial_prefills",
+    "max_long_partial_prefills", "long_prefill_token_threshold", "enable_chunked_prefill", "scheduling_policy",
+    "pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend", "worker_extension_cls",
+})
+
+
 def fingerprint_fields(info: Any, config: Any) -> dict[str, Any]:
     """Everything that decides the numbers a model returns for given token ids.
 
     From the backend: the model (hub id; a local folder by its content hash alone, so moving the folder keeps
     its cache), the revision actually loaded (a commit or ``local-<hash>``; never a moving branch), the resolved
     precision and the context length. From the engine config: quantization, pooling and normalization, the
-    runner conversion, the classifier head overrides and score template, the head's dtype. The backend kind is
+    runner conversion, the classifier head overrides and score template, the head's dtype, and every other
+    pass-through engine argument but the scheduling ones (:data:`NEUTRAL_ENGINE_ARGS`). The backend kind is
     left out on purpose: a fleet and the local engine compute the same values and share entries.
     """
     revision = getattr(info, "revision", None)
     local = str(revision or "").startswith("local-")
     template = getattr(config, "score_template", None)
     engine_kwargs = dict(getattr(config, "engine_kwargs", None) or {})
-    return {
+    others = {k: v for k, v in engine_kwargs.items() if k not in NEUTRAL_ENGINE_ARGS and k != "quantization"}
+    # added only when present, so a cache filled without pass-through arguments keeps its fingerprint
+    extra = {"engine_args": json.dumps(others, sort_keys=True, default=repr)} if others else {}
+    return {**extra,
         "format": FORMAT_VERSION,
         "model": "local" if local else str(getattr(info, "model", "")),
         "revision": revision,
@@ -150,20 +166,29 @@ class Namespace:
         except OSError as exc:
             raise CacheError(f"the cache folder {str(self.folder)!r} cannot be created ({exc.strerror or exc})") \
                 from None
+        conn = None
         try:
             conn = self._connect()
             conn.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.DatabaseError as exc:
-            if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():
+            _close_quietly(conn)
+            # Damage is SQLite's "not a database" / "malformed" (DatabaseError itself); a full disk, an I/O error,
+            # a read-only file or a lock held too long (OperationalError) says nothing about the file's contents,
+            # and moving a healthy cache aside for it would throw its entries away.
+            if isinstance(exc, sqlite3.OperationalError):
                 raise CacheError(f"the cache file {self.path} cannot be opened ({exc})") from None
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            aside = _aside_name(self.path)
             logger.warning("cache file %s is damaged (%s); moved it to %s and starting an empty one: its entries "
-                           "will be computed again", self.path, exc, aside.name)
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(f"{self.path}{suffix}")
-                if src.exists():
-                    src.rename(Path(f"{aside}{suffix}"))
-            conn = self._connect()
+                           "will be computed again (mteb-vllm cache clear removes the damaged copy)",
+                           self.path, exc, aside.name)
+            try:
+                for suffix in ("", "-wal", "-shm"):
+                    src = Path(f"{self.path}{suffix}")
+                    if src.exists():
+                        src.rename(Path(f"{aside}{suffix}"))
+                conn = self._connect()
+            except (sqlite3.DatabaseError, OSError) as again:
+                raise CacheError(f"the cache file {self.path} cannot be opened ({again})") from None
         self._write_manifest(conn)
         return conn
 
@@ -259,6 +284,23 @@ class Namespace:
             pass
 
 
+def _close_quietly(conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
+
+def _aside_name(path: Path) -> Path:
+    """Where a damaged file goes: ``<name>.corrupt-<time>[-n]``, never over an earlier damaged copy."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    return aside
+
+
 # --- the whole folder (the `mteb-vllm cache` commands) -----------------------------------------------------------
 @dataclass(frozen=True)
 class NamespaceInfo:
@@ -277,6 +319,12 @@ class NamespaceInfo:
 class CacheInfo:
     folder: Path
     namespaces: list[NamespaceInfo]
+    #: damaged files moved aside (``*.sqlite.corrupt-*``), kept for inspection until ``clear``
+    damaged_copies: list[Path] = field(default_factory=list)
+
+    @property
+    def damaged_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.damaged_copies if p.exists())
 
     @property
     def entries(self) -> int:
@@ -298,6 +346,10 @@ class VerifyReport:
 
 def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
+
+
+def _damaged_copies(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.sqlite.corrupt-*")) if folder.is_dir() else []
 
 
 def _size(path: Path) -> int:
@@ -326,7 +378,7 @@ def cache_info(cache_dir: str | os.PathLike[str]) -> CacheInfo:
         out.append(NamespaceInfo(path.stem, manifest.get("name", ""), fields.get("model", "?"),
                                  fields.get("revision"), fields.get("dtype", "?"), entries, _size(path),
                                  manifest.get("vllm"), path))
-    return CacheInfo(folder, out)
+    return CacheInfo(folder, out, _damaged_copies(folder))
 
 
 def verify_cache(cache_dir: str | os.PathLike[str], *, repair: bool = False) -> list[VerifyReport]:
@@ -353,20 +405,30 @@ def verify_cache(cache_dir: str | os.PathLike[str], *, repair: bool = False) -> 
 
 
 def compact_cache(cache_dir: str | os.PathLike[str]) -> int:
-    """Checkpoint the write-ahead logs and VACUUM every namespace; returns bytes freed."""
+    """Checkpoint the write-ahead logs and VACUUM every namespace; returns bytes freed. A file that cannot be
+    compacted (damaged, locked, a full disk) is reported and skipped; the others are still compacted."""
     folder = Path(cache_dir).expanduser()
     before = sum(_size(p) for p in _files(folder))
     for path in _files(folder):
-        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM in WAL mode writes through the log
-        conn.close()
+        conn = None
+        try:
+            conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM in WAL mode writes through the log
+        except sqlite3.DatabaseError as exc:
+            logger.warning("cache file %s was not compacted: %s (mteb-vllm cache verify checks it)", path, exc)
+        finally:
+            _close_quietly(conn)
     return before - sum(_size(p) for p in _files(folder))
 
 
 def clear_cache(cache_dir: str | os.PathLike[str], *, model: str | None = None) -> int:
-    """Delete every namespace (or those whose model or name contains ``model``); returns how many."""
+    """Delete every namespace (or those whose model or name contains ``model``); returns how many. Without
+    ``model`` the damaged copies moved aside go too."""
     removed = 0
+    if model is None:
+        for copy in _damaged_copies(Path(cache_dir).expanduser()):
+            copy.unlink(missing_ok=True)
     for info in cache_info(cache_dir).namespaces:
         if model is not None and model not in info.model and model not in info.name:
             continue

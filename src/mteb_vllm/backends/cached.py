@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -81,13 +82,39 @@ class CachedBackend:
         self.cache_dir = os.path.expanduser(str(cache_dir))
         self.stats = CacheStats()
         self.last = CacheStats()
-        info = inner.info
-        fields = fingerprint_fields(info, config)
+        self._config, self._name, self._max_bytes = config, name, max_bytes
+        # One wrapper may be shared by threads; the namespace's connection runs one transaction at a time.
+        self._lock = threading.RLock()
+        self.fingerprint = ""
+        self.namespace: Namespace | None = None
+        self._opened = False
+        if not _unresolved(inner.info):
+            self._open()
+
+    def _open(self) -> None:
+        """Fingerprint the model as it will compute, and open its namespace (once).
+
+        Why not always at construction: a lazily started GPU engine under ``dtype="auto"`` learns its precision
+        (vLLM's choice: float16 on GPUs without bfloat16, bfloat16 on others) only when it starts, and a
+        fingerprint taken before would let a V100 run and an A100 run share one namespace. Such a backend is
+        started first, so its first call computes the fingerprint from the precision actually used.
+        """
+        self._opened = True
+        info = self.inner.info
+        if _unresolved(info):
+            self.start()
+            info = self.inner.info
+        fields = fingerprint_fields(info, self._config)
+        if str(info.dtype) == "served":
+            # a fleet under dtype="auto": the servers do not report their precision, so the entries belong to
+            # these endpoints (another fleet, perhaps other hardware, gets its own namespace)
+            fields["served_by"] = sorted(getattr(e, "url", str(e)) for e in getattr(self.inner, "endpoints", []))
         self.fingerprint = fingerprint(fields)
-        manifest = Manifest(self.fingerprint, fields, name=name or str(getattr(config, "model", "") or info.model),
+        manifest = Manifest(self.fingerprint, fields,
+                            name=self._name or str(getattr(self._config, "model", "") or info.model),
                             vllm=info.details.get("vllm") if isinstance(info.details, dict) else None)
         try:
-            self.namespace: Namespace | None = Namespace(cache_dir, manifest, max_bytes=max_bytes)
+            self.namespace = Namespace(self.cache_dir, manifest, max_bytes=self._max_bytes)
         except CacheError as exc:
             logger.warning("%s; running without the cache", exc)
             self.namespace = None
@@ -112,7 +139,9 @@ class CachedBackend:
     @property
     def info(self) -> BackendInfo:
         inner = self.inner.info
-        details = {**inner.details, "cache": f"{self.cache_dir} ({self.fingerprint})" if self.namespace else "off"}
+        cache = (f"{self.cache_dir} ({self.fingerprint})" if self.namespace else
+                 "off" if self._opened else f"{self.cache_dir} (opened at the first call)")
+        details = {**inner.details, "cache": cache}
         return BackendInfo(kind=f"cached {inner.kind}", model=inner.model, revision=inner.revision,
                            dtype=inner.dtype, max_model_len=inner.max_model_len, details=details)
 
@@ -130,6 +159,12 @@ class CachedBackend:
             start()
 
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
+        with self._lock:
+            if not self._opened:
+                self._open()
+            return self._pool(inputs, task, desc)
+
+    def _pool(self, inputs: list[TokenizedInput], task: PoolingTask, desc: str) -> np.ndarray:
         call = CacheStats()
         if self.namespace is None or not inputs:
             out = self.inner.pool(inputs, task, desc=desc)
@@ -179,10 +214,16 @@ class CachedBackend:
         self.stats.add(call)
 
     def close(self) -> None:
-        if self.namespace is not None:
-            self.namespace.close()
-        if self.close_inner:
-            self.inner.close()
+        with self._lock:
+            if self.namespace is not None:
+                self.namespace.close()
+            if self.close_inner:
+                self.inner.close()
+
+
+def _unresolved(info: Any) -> bool:
+    """The backend has not decided its precision yet (a GPU engine under "auto" before it starts)."""
+    return str(getattr(info, "dtype", "")) == "auto"
 
 
 class _Pieces:

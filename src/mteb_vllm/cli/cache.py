@@ -31,6 +31,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
                    [[n.name or n.model, n.revision or "?", n.dtype, f"{n.entries:,}", f"{n.bytes / 2**20:,.1f}",
                      n.vllm or "?", n.fingerprint] for n in info.namespaces])
         print(f"\n{info.folder}: {info.entries:,} entries, {info.bytes / 2**20:,.1f} MiB")
+        if info.damaged_copies:
+            print(f"{len(info.damaged_copies)} damaged file(s) moved aside, {info.damaged_bytes / 2**20:,.1f} MiB "
+                  "(never read; `mteb-vllm cache clear` removes them)")
         return EXIT_OK
     if args.action == "verify":
         reports = verify_cache(folder, repair=args.repair)
