@@ -115,3 +115,35 @@ def test_the_results_table_lists_scores_and_what_is_missing(tmp_path):
     assert all(r.score is not None and r.run.experiment == "dtype_float32" for r in table.rows)
     (run,) = table.runs
     assert table.missing == {run: ["MockClassificationTask"]}
+
+
+class _LazyGpuBackend(FakeBackend):
+    """Reports dtype "auto" until it starts, as a lazily started GPU engine does (vLLM picks the precision)."""
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        self.dtype = "auto"
+
+    def start(self):
+        self.dtype = "bfloat16"
+
+    def pool(self, inputs, task, *, desc=""):
+        self.start()  # a lazy engine starts inside its first call
+        return super().pool(inputs, task, desc=desc)
+
+
+def test_a_precision_settled_at_engine_start_files_results_under_it_and_evaluates_once(tmp_path, caplog):
+    backend = _LazyGpuBackend()
+    model = VllmEncoderWrapper("fake/encoder", backend=backend)
+    assert model.mteb_model_meta.experiment_kwargs["dtype"] == "auto"  # the premise
+    with caplog.at_level("WARNING", logger="mteb_vllm"):
+        summary = run_tasks(model, _tasks()[:1], output_folder=tmp_path, show_progress_bar=False)
+    assert "precision changed" not in caplog.text
+    assert summary.dtype == "bfloat16" and summary.outcomes[0].status == "evaluated"
+    (path,) = tmp_path.rglob("MockSTSTask.json")
+    assert "dtype_bfloat16" in str(path) and "dtype_auto" not in str(path)
+    seen = backend.inputs_seen
+    fresh = _LazyGpuBackend()  # a new run on the same kind of GPU finds the result
+    again = run_tasks(VllmEncoderWrapper("fake/encoder", backend=fresh), _tasks()[:1], output_folder=tmp_path,
+                      show_progress_bar=False)
+    assert again.outcomes[0].status == "done before" and fresh.inputs_seen == 0 and seen > 0

@@ -89,3 +89,27 @@ def test_a_killed_worker_loses_only_its_task_and_the_rerun_finishes_it(tmp_path)
                       workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
     assert rerun.count("evaluated") == len(failed) and rerun.count("failed") == 0
     assert rerun.count("done before") == 4 - len(failed)
+
+
+@pytest.mark.slow
+def test_workers_with_no_output_folder_keep_no_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = run_tasks(_fake(), _tasks()[:2], output_folder=None, show_progress_bar=False,
+                        workers=[WorkerPlan(0)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
+    assert [o.status for o in summary.outcomes] == ["evaluated"] * 2
+    assert list(tmp_path.iterdir()) == []  # it wrote into a folder named "None" before
+
+
+@pytest.mark.slow
+def test_an_interrupted_parallel_run_returns_at_once(tmp_path):
+    """A Python caller's Ctrl-C (here: an on_task callback that raises it) stops the workers without waiting
+    30 s on each of them."""
+    def interrupt(outcome):
+        raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks(_fake(), _tasks(), output_folder=tmp_path, show_progress_bar=False, on_task=interrupt,
+                  workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
+    # 60 s (2 x 30 s) before the fix; a bound far above the fix's few seconds, far below the old wait
+    assert time.monotonic() - started < 40

@@ -107,6 +107,8 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
     for task in tasks:  # before any path is built from them (a saved result is looked up, or moved aside)
         check_path_name(task.metadata.name, "task name", slash=False)
     cache = ResultCache(str(output_folder)) if output_folder is not None else None
+    if not workers:  # this process computes: settle the precision before results are looked up under it
+        _resolve_precision(model)
     meta = model.mteb_model_meta
     summary = RunSummary(model=meta.name, revision=meta.revision, dtype=_dtype(model), output_folder=(
         Path(output_folder) if output_folder is not None else None))
@@ -179,7 +181,18 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
     return (ImportError, MemoryError, EngineStartError, ModelNotFoundError, NonFiniteOutputError)
 
 
+def _resolve_precision(model: Any) -> None:
+    """Start a model whose precision is still "auto" (a lazily started GPU engine: vLLM picks float16 or
+    bfloat16 by the device), so its results are looked up and filed under the precision it computes in.
+    Without this, a lazy start inside the first task looked like a precision change: the task was evaluated
+    twice and every result was filed under ``dtype_auto``, shared by runs on different GPUs."""
+    start = getattr(model, "start", None)
+    if _dtype(model) == "auto" and callable(start):
+        start()
+
+
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:
+    _resolve_precision(model)
     before, meta_before = _dtype(model), model.mteb_model_meta
     strategy = "always" if overwrite else "only-missing"
     result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)

@@ -80,7 +80,7 @@ def _apply_plan(plan: WorkerPlan) -> None:
         torch.set_num_threads(len(plan.cores))
 
 
-def _worker_main(plan: WorkerPlan, wrapper_kwargs: dict[str, Any], output_folder: str, overwrite: bool,
+def _worker_main(plan: WorkerPlan, wrapper_kwargs: dict[str, Any], output_folder: str | None, overwrite: bool,
                  conn: Any, parent: int) -> None:
     """One worker: pin, build the wrapper once (its engine starts with the first task), then ask the parent for
     a task, evaluate it, report, ask again, until it gets None."""
@@ -98,14 +98,21 @@ def _worker_main(plan: WorkerPlan, wrapper_kwargs: dict[str, Any], output_folder
         return
     with wrapper:
         conn.send(("ready", None))
-        while (task := conn.recv()) is not None:
+        while True:
+            try:
+                task = conn.recv()
+            except EOFError:  # the parent stopped handing out work (interrupted): nothing is half done here
+                return
+            if task is None:
+                return
             summary = run_tasks(wrapper, [task], output_folder=output_folder, overwrite=overwrite,
                                 show_progress_bar=False)
             conn.send(("done", asdict(summary.outcomes[0])))
 
 
 def run_parallel(tasks: list[Any], plans: list[WorkerPlan], wrapper_kwargs: dict[str, Any], *,
-                 output_folder: str | Path, overwrite: bool = False, on_task: Any = None) -> list[TaskOutcome]:
+                 output_folder: str | Path | None, overwrite: bool = False,
+                 on_task: Any = None) -> list[TaskOutcome]:
     """Evaluate ``tasks`` (already filtered to what is missing) on one worker process per plan.
 
     Each worker has its own pipe and asks for its next task (largest first) when it is free: no lock is shared
@@ -124,7 +131,9 @@ def run_parallel(tasks: list[Any], plans: list[WorkerPlan], wrapper_kwargs: dict
     for plan in plans:
         parent_end, child_end = ctx.Pipe()
         procs[plan.index] = ctx.Process(target=_worker_main, name=f"mteb-vllm-worker-{plan.index}", daemon=True,
-                                        args=(plan, wrapper_kwargs, str(output_folder), overwrite, child_end,
+                                        args=(plan, wrapper_kwargs,
+                                              None if output_folder is None else str(output_folder), overwrite,
+                                              child_end,
                                               os.getpid()))
         procs[plan.index].start()
         child_end.close()
@@ -148,6 +157,7 @@ def run_parallel(tasks: list[Any], plans: list[WorkerPlan], wrapper_kwargs: dict
         if task is None:
             conns.pop(index).close()
 
+    finished = False
     try:
         while conns:
             for conn in wait(list(conns.values()), timeout=5.0):
@@ -171,11 +181,18 @@ def run_parallel(tasks: list[Any], plans: list[WorkerPlan], wrapper_kwargs: dict
                 if kind == "done":
                     record(TaskOutcome(**payload))
                 hand_out(index)
+        finished = True
     finally:
+        # Interrupted (Ctrl-C in a Python caller, an on_task that raised): close the pipes, so a worker waiting
+        # for its next task sees end-of-file and exits, and stop the busy ones at once instead of waiting on
+        # each; their unfinished tasks are missing on a rerun.
+        for conn in conns.values():
+            conn.close()
         for proc in procs.values():
-            proc.join(timeout=30)
+            proc.join(timeout=30 if finished else 2)
             if proc.is_alive():
                 proc.terminate()
+                proc.join(timeout=5)
     if errors and not outcomes:
         from .errors import MtebVllmError
 
