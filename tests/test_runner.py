@@ -147,3 +147,29 @@ def test_a_precision_settled_at_engine_start_files_results_under_it_and_evaluate
     again = run_tasks(VllmEncoderWrapper("fake/encoder", backend=fresh), _tasks()[:1], output_folder=tmp_path,
                       show_progress_bar=False)
     assert again.outcomes[0].status == "done before" and fresh.inputs_seen == 0 and seen > 0
+
+
+def test_prompt_and_context_settings_are_part_of_a_results_identity(tmp_path, monkeypatch):
+    """A run with other prompts (the caller's, or none because the registry's could not be replayed) or another
+    context length is never resumed from, or filed with, a run with the defaults."""
+    import mteb_vllm.encoder as encoder_module
+    from mteb_vllm.errors import PromptReplayError
+
+    def run(**kwargs):
+        model = VllmEncoderWrapper("fake/encoder", backend=FakeBackend(), dtype="float32", **kwargs)
+        summary = run_tasks(model, _tasks()[:1], output_folder=tmp_path, show_progress_bar=False)
+        return summary.outcomes[0].status, model.mteb_model_meta.experiment_name
+
+    assert run() == ("evaluated", "dtype_float32")
+    status, name = run(prompt_dict={"STS": "Represent this sentence: "})
+    assert status == "evaluated" and name.startswith("dtype_float32__prompts_custom-")
+    assert run(prompt_dict={"STS": "Represent this sentence: "}) == ("done before", name)
+    assert run(max_model_len=64) == ("evaluated", "dtype_float32__max_model_len_64")
+
+    def failing_replay(*args, **kwargs):
+        raise PromptReplayError("the reference loader cannot be built here")
+
+    monkeypatch.setattr(encoder_module, "reference_prompts", failing_replay)
+    assert run(ignore_prompt_errors=True) == ("evaluated", "dtype_float32__prompts_none")
+    monkeypatch.undo()
+    assert run() == ("done before", "dtype_float32")

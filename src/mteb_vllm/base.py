@@ -141,6 +141,12 @@ class VllmWrapperBase:
         """An LLM reranker's score template for the backend (None for everything else)."""
         return None
 
+    def _experiment_kwargs(self) -> dict[str, Any]:
+        """Settings that change the scores, beyond the precision, recorded with the results so that a run with
+        them is never resumed from (or filed with) a run without them. Only settings the user chose appear, so
+        a run with the defaults keeps mteb's usual folder (``experiments/dtype_<precision>``)."""
+        return {"max_model_len": self.config.max_model_len} if self.config.max_model_len else {}
+
     # --- backend and metadata ------------------------------------------------------------------------------
     def _build_backend(self, config: EngineConfig) -> tuple[Backend, bool]:
         """The backend, wrapped in the embedding/score cache when ``cache_dir`` is set. The wrapper owns the
@@ -173,7 +179,7 @@ class VllmWrapperBase:
         dtype = canonical(str(getattr(self.backend, "dtype", self.config.dtype)))
         registry = self.resolved.registry
         base = registry if registry is not None else ModelMeta.create_empty()
-        experiment = {**dict(base.experiment_kwargs or {}), "dtype": dtype}
+        experiment = {**dict(base.experiment_kwargs or {}), **self._experiment_kwargs(), "dtype": dtype}
         return base.model_copy(deep=True, update={"name": self.resolved.name, "revision": revision,
                                                   "experiment_kwargs": experiment})
 

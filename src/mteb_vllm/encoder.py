@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -88,6 +90,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         self.ignore_prompt_errors = ignore_prompt_errors
         self._explicit_prompts = prompt_dict is not None or use_instructions or instruction_template is not None
         self._reference: ReferencePromptReplay | None = None
+        self._prompts_dropped = False  # the registry's prompts could not be replayed and are knowingly left out
         self._embed_dim: int | None = None
         self.stats = EncodeStats()
         super().__init__(model, revision, **engine_args)
@@ -103,7 +106,23 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         except PromptReplayError as exc:
             if not self.ignore_prompt_errors:
                 raise
-            logger.warning("%s; evaluating without prompts (ignore_prompt_errors=True)", exc)
+            logger.warning("%s; evaluating without prompts (ignore_prompt_errors=True; the results are filed "
+                           "apart, under prompts=none)", exc)
+            self._prompts_dropped = True
+
+    def _experiment_kwargs(self) -> dict[str, Any]:
+        """Prompts that are not the registry's are part of a run's identity: ``prompts="none"`` when the
+        registry's could not be replayed and were left out, ``prompts="custom-<hash>"`` for the caller's own."""
+        extra = super()._experiment_kwargs()
+        if self._prompts_dropped:
+            extra["prompts"] = "none"
+        elif self._explicit_prompts:
+            spec = json.dumps([self.model_prompts, self.prompts_dict, self.use_instructions,
+                               self.instruction_template if isinstance(self.instruction_template, str) else
+                               repr(self.instruction_template), self.apply_instruction_to_documents],
+                              sort_keys=True, default=repr)
+            extra["prompts"] = "custom-" + hashlib.sha256(spec.encode()).hexdigest()[:8]
+        return extra
 
     # --- prompts -------------------------------------------------------------------------------------
     def resolve_prompt(self, task_metadata: TaskMetadata, prompt_type: PromptType | None,
