@@ -94,3 +94,24 @@ def test_nan_scores_in_auto_half_precision_are_rerun_in_float32():
         assert np.isfinite(scores).all() and reranker.dtype == "float32"
     finally:
         BACKENDS.pop("fake-overflow")
+
+
+
+def test_an_empty_instruction_stays_empty_and_only_a_missing_one_takes_the_default(monkeypatch):
+    """mteb's Qwen3RerankerWrapper swaps in its default instruction only for None, not for ""."""
+    from mteb_vllm.templates import ScoreTemplate as Template
+
+    reranker, _ = _reranker(max_model_len=512, template=QWEN3_RERANKER)
+    rendered: list[str] = []
+    original = Template.render
+
+    def spy(self, query, document, instruction=None):
+        out = original(self, query, document, instruction)
+        rendered.append(out[0])
+        return out
+
+    monkeypatch.setattr(Template, "render", spy)
+    reranker.score_pairs(["q", "q"], ["d", "e"], ["", None])
+    default = f"<Instruct>: {QWEN3_RERANKER.default_instruction}\n"
+    assert sum("<Instruct>: \n" in text for text in rendered) == 1
+    assert sum(default in text for text in rendered) == 1

@@ -149,7 +149,8 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
     def _score(self, queries: list[str], documents: list[str], instructions: list[str | None], desc: str,
                started: float) -> np.ndarray:
         fallback = self.instruction
-        triples = [(instr or fallback, self.query_prefix + q, self.document_prefix + d)
+        # only a missing instruction takes the default, as mteb's Qwen3RerankerWrapper does; "" stays ""
+        triples = [(fallback if instr is None else instr, self.query_prefix + q, self.document_prefix + d)
                    for instr, q, d in zip(instructions, queries, documents)]
         unique = list(dict.fromkeys(triples))
         position = {t: i for i, t in enumerate(unique)}

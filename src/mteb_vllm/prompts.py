@@ -73,7 +73,15 @@ def _make_recording_st(st_config: dict[str, Any], calls: list[list[str]]) -> typ
         """Mimics SentenceTransformer's prompt handling (v5+) without a model."""
 
         def __init__(self, *args: Any, prompts: dict | None = None, default_prompt_name: str | None = None, **kw: Any):
-            object.__setattr__(self, "prompts", dict(prompts or builtin_prompts))
+            # As SentenceTransformer v6 builds them: "query" and "document" always exist (empty unless set), the
+            # caller's prompts win, the saved config fills what is still unset. Without the empty "document",
+            # encode_document fell through to a "passage"/"corpus" prompt or default_prompt_name and prefixed
+            # documents the reference leaves bare.
+            merged: dict[str, Any] = {"query": None, "document": None, **dict(prompts or {})}
+            for name, text in builtin_prompts.items():
+                if merged.get(name) is None:
+                    merged[name] = text
+            object.__setattr__(self, "prompts", {k: "" if v is None else v for k, v in merged.items()})
             object.__setattr__(self, "default_prompt_name", default_prompt_name or builtin_default)
 
         def __setattr__(self, name: str, value: Any) -> None:
