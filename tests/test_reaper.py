@@ -16,9 +16,8 @@ def _zombie() -> subprocess.Popen:
     proc = subprocess.Popen(["true"])
     deadline = time.monotonic() + 30
     while True:
-        with open(f"/proc/{proc.pid}/stat", "rb") as fh:
-            if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return proc
+        if reaper._stat_fields(proc.pid)[0] == "Z":
+            return proc
         assert time.monotonic() < deadline, "the child did not exit"
         time.sleep(0.01)
 

@@ -244,7 +244,7 @@ class VllmWrapperBase:
         return values
 
     def _can_fall_back(self) -> bool:
-        return (getattr(self, "_owns_engine", self._owns_backend) and canonical(self.config.dtype) == "auto"
+        return (self._owns_engine and canonical(self.config.dtype) == "auto"
                 and self.dtype in HALF_PRECISION and not self.precision_fallbacks)
 
     @staticmethod

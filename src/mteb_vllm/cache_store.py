@@ -278,10 +278,7 @@ class Namespace:
         return int(self._conn.execute("SELECT count(*) FROM items").fetchone()[0])
 
     def close(self) -> None:
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
+        _close_quietly(self._conn)
 
 
 def _close_quietly(conn: sqlite3.Connection | None) -> None:
@@ -344,12 +341,12 @@ class VerifyReport:
     structure: str  # "ok" or SQLite's complaint
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
+def _files(folder: Path, pattern: str = "*.sqlite") -> list[Path]:
+    """The namespace files (or, with ``pattern=DAMAGED``, the damaged copies moved aside)."""
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
 
 
-def _damaged_copies(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.sqlite.corrupt-*")) if folder.is_dir() else []
+DAMAGED = "*.sqlite.corrupt-*"
 
 
 def _size(path: Path) -> int:
@@ -378,7 +375,7 @@ def cache_info(cache_dir: str | os.PathLike[str]) -> CacheInfo:
         out.append(NamespaceInfo(path.stem, manifest.get("name", ""), fields.get("model", "?"),
                                  fields.get("revision"), fields.get("dtype", "?"), entries, _size(path),
                                  manifest.get("vllm"), path))
-    return CacheInfo(folder, out, _damaged_copies(folder))
+    return CacheInfo(folder, out, _files(folder, DAMAGED))
 
 
 def verify_cache(cache_dir: str | os.PathLike[str], *, repair: bool = False) -> list[VerifyReport]:
@@ -427,7 +424,7 @@ def clear_cache(cache_dir: str | os.PathLike[str], *, model: str | None = None) 
     ``model`` the damaged copies moved aside go too."""
     removed = 0
     if model is None:
-        for copy in _damaged_copies(Path(cache_dir).expanduser()):
+        for copy in _files(Path(cache_dir).expanduser(), DAMAGED):
             copy.unlink(missing_ok=True)
     for info in cache_info(cache_dir).namespaces:
         if model is not None and model not in info.model and model not in info.name:

@@ -101,9 +101,7 @@ def _alive(pid: int) -> bool:
     then the SIGKILL one: about 6 s of a killed CLI (or of this sidecar) spent waiting on processes already dead.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
+        return _stat_fields(pid)[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
     except (OSError, IndexError):  # no /proc (not Linux): fall back to the signal check
@@ -132,6 +130,12 @@ def terminate(pids: list[int]) -> None:
             return
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent PID, ...); raises OSError."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return fh.read().decode(errors="replace").rsplit(")", 1)[1].split()
+
+
 def _descendants(root: int) -> set[int]:
     """Every live descendant of ``root``, from /proc (Linux); empty elsewhere."""
     parents: dict[int, int] = {}
@@ -143,9 +147,7 @@ def _descendants(root: int) -> set[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode(errors="replace")
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            parents[int(entry)] = int(_stat_fields(int(entry))[1])
         except (OSError, ValueError, IndexError):
             continue
     found: set[int] = set()

@@ -192,7 +192,6 @@ def _resolve_precision(model: Any) -> None:
 
 
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:
-    _resolve_precision(model)
     before, meta_before = _dtype(model), model.mteb_model_meta
     strategy = "always" if overwrite else "only-missing"
     result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)
