@@ -50,6 +50,14 @@ class PromptReplayError(MtebVllmError, RuntimeError):
     """mteb's reference loader could not be replayed, so the reference's prompts are unknown."""
 
 
+class UnsupportedModelError(UsageError):
+    """The model, or the way mteb's reference loader sets it up, needs something mteb-vllm cannot reproduce
+    exactly on vLLM (an architecture vLLM cannot run, a sentence-transformers module or a loader argument with no
+    exact equivalent). Raised before any engine starts; the message names the model, the cause and the reference
+    path to use instead (``mteb.get_model(name)``), because scores that silently differ from the reference are
+    worse than no scores."""
+
+
 class InvalidInputError(MtebVllmError, TypeError):
     """An input text is not a string (or not valid Unicode); the message names its position and type."""
 
