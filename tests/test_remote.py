@@ -524,3 +524,34 @@ def test_a_closed_fleet_client_raises_like_a_closed_engine(minilm_path):
         backend.close()
         with pytest.raises(RuntimeError, match="closed; create a new wrapper"):
             backend.pool(_tokens(2), "embed")
+
+
+def test_a_fleet_reranker_that_cannot_score_fails_before_the_first_stage(minilm_path, tmp_path):
+    """N25: the reranker's endpoints are checked before the first stage runs, also after a dense first stage."""
+    from mteb_vllm.pipeline import rerank
+
+    class FirstStage:  # touched only if the first stage runs
+        @property
+        def mteb_model_meta(self):
+            raise AssertionError("the first stage ran before the reranker's endpoints were checked")
+
+    folder = _cross_encoder_dir(minilm_path, tmp_path)
+    with FakeServer(FakeServerConfig(model=folder, tokenizer=minilm_path, tasks=["embed"]), threaded=True) as url:
+        with pytest.raises(RemoteEndpointError, match="cannot score pairs"):
+            rerank(None, folder, FirstStage(), top_k=5, reranker_args={"endpoints": [url]},
+                   show_progress_bar=False)
+
+
+def test_the_cli_flags_set_the_fleet_clients_options(monkeypatch):
+    from mteb_vllm.cli import build_parser
+    from mteb_vllm.cli.common import remote_options_arg
+
+    monkeypatch.delenv("MTEB_VLLM_READ_TIMEOUT", raising=False)
+    parser = build_parser()
+    args = parser.parse_args(["run", "--endpoint", "http://127.0.0.1:1", "--read-timeout", "30",
+                              "--connect-timeout", "2", "--api-key", "k"])
+    options = remote_options_arg(args)
+    assert (options.read_timeout, options.connect_timeout, options.api_key) == (30.0, 2.0, "k")
+    args = parser.parse_args(["rerank", "--model", "m", "--endpoint", "http://127.0.0.1:1"])
+    assert remote_options_arg(args).read_timeout == RemoteOptions().read_timeout
+    assert remote_options_arg(parser.parse_args(["run"])) is None
