@@ -137,8 +137,8 @@ def real_server(tmp_path_factory):
 
     started = []
 
-    def serve(model: str, task: str = "embed") -> str:
-        plan = plan_server(model, task=task, dtype="float32", port=free_port())
+    def serve(model: str, task: str = "embed", dtype: str = "float32") -> str:
+        plan = plan_server(model, task=task, dtype=dtype, port=free_port())
         log = tmp_path_factory.mktemp("server") / "vllm.log"
         proc = start_server(plan, log_path=str(log))
         started.append(proc)
@@ -171,6 +171,39 @@ def test_a_real_vllm_serve_gives_the_local_engines_embeddings(real_server, minil
                                                                  show_progress_bar=False).task_results}
     assert ours == local
     assert remote.mteb_model_meta.experiment_kwargs == {"dtype": "float32"}
+
+
+@pytest.mark.engine
+def test_a_real_fleet_of_two_precisions_is_refused_and_one_of_equals_scores_as_locally(real_server, minilm_encoder,
+                                                                                          minilm_path, tmp_path):
+    """Issue 18's bar: servers started with different precisions are refused; two equal float32 servers give the
+    local engine's scores within 1e-5, filed under experiments/dtype_float32."""
+    from mteb_vllm import demo_tasks
+    from mteb_vllm.runner import run_tasks
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    a, b, half = real_server(minilm_path), real_server(minilm_path), real_server(minilm_path, dtype="bfloat16")
+    with pytest.raises(RemoteEndpointError, match=rf"dtype: {a}: float32; {half}: bfloat16"):
+        VllmEncoderWrapper(minilm_path, endpoints=[a, half], model_name=name)
+    with pytest.raises(RemoteEndpointError, match=r"compute in bfloat16 .*not in the float32 asked for"):
+        VllmEncoderWrapper(minilm_path, endpoints=[half], model_name=name, dtype="float32")
+    fleet = VllmEncoderWrapper(minilm_path, endpoints=[a, b], model_name=name)
+    assert fleet.dtype == "float32" and fleet.backend.info.details["verified"] is True
+    local = {r.task_name: r.get_score() for r in mteb_results(minilm_encoder)}
+    summary = run_tasks(fleet, demo_tasks(), output_folder=tmp_path, show_progress_bar=False)
+    ours = {o.task: o.score for o in summary.outcomes}
+    assert ours.keys() == local.keys() and all(abs(ours[t] - local[t]) <= 1e-5 for t in local), (ours, local)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("MtebVllmDemo*.json"))
+    assert files and all("/experiments/dtype_float32/" in f for f in files), files
+    assert all(e.done > 0 for e in fleet.backend.endpoints)  # both servers did work
+
+
+def mteb_results(model):
+    import mteb
+
+    from mteb_vllm import demo_tasks
+
+    return mteb.evaluate(model, demo_tasks(), cache=None, show_progress_bar=False).task_results
 
 
 @pytest.mark.engine

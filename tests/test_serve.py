@@ -201,3 +201,40 @@ def test_the_servers_own_output_is_shown(tmp_path, capfd):
     assert run_server(plan) == 1
     out, err = capfd.readouterr()
     assert "fake vllm: starting" in out and "address already in use" in err
+
+
+@pytest.mark.engine
+def test_kill_9_of_a_real_mteb_vllm_serve_leaves_nothing(minilm_path, tmp_path):
+    """N21 with the real server: no process of it 5 s after kill -9 of `mteb-vllm serve`, and the port free."""
+    import urllib.request
+
+    import psutil
+
+    port = free_port()
+    cli = subprocess.Popen([sys.executable, "-m", "mteb_vllm.cli", "serve", minilm_path, "--port", str(port),
+                            "--dtype", "float32"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert cli.poll() is None, cli.communicate()[1][-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(1)
+        time.sleep(1)  # the CLI hands the server's processes to its sidecar when /health answers
+        sidecars = {p.pid for p in psutil.Process(cli.pid).children() if "mteb_vllm.reaper" in " ".join(p.cmdline())}
+        pids = [p.pid for p in psutil.Process(cli.pid).children(recursive=True) if p.pid not in sidecars]
+        assert len(pids) >= 2, pids  # the API server and its engine core
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.wait()
+        assert _gone_within(pids, 5.0), [p for p in pids if psutil.pid_exists(p)]
+        assert _port_free(url)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if cli.poll() is None:
+            cli.kill()
