@@ -588,3 +588,15 @@ def test_the_cli_flags_set_the_fleet_clients_options(monkeypatch):
     args = parser.parse_args(["rerank", "--model", "m", "--endpoint", "http://127.0.0.1:1"])
     assert remote_options_arg(args).read_timeout == RemoteOptions().read_timeout
     assert remote_options_arg(parser.parse_args(["run"])) is None
+
+
+def test_a_server_replaced_behind_the_same_url_gets_another_namespace(minilm_path):
+    """N18: a fleet that reports nothing is named by its canary answers too, so another server behind the same URL
+    (another model, another width) never reads the first one's cache entries or results."""
+    port = free_port()
+    with FakeServer(FakeServerConfig(model=minilm_path, dim=DIM, max_model_len=256), port=port, threaded=True) as url:
+        first = _backend(minilm_path, [url]).info.details["identity"]
+        assert _backend(minilm_path, [url]).info.details["identity"] == first  # stable for the same server
+    with FakeServer(FakeServerConfig(model=minilm_path, dim=DIM, max_model_len=256, scale=1.5), port=port,
+                    threaded=True) as url:
+        assert _backend(minilm_path, [url]).info.details["identity"] != first

@@ -71,6 +71,9 @@ def test_the_cli_prints_the_command_and_the_client_line(minilm_path, capsys):
     assert main(["serve", minilm_path, "--dry-run", "--port", "8124", "--dtype", "float32", "-dp", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "--data-parallel-size" not in out[0] and out[0].endswith("-dp 2")
+    assert main(["serve", minilm_path, "--dry-run", "--api-key", "s3cret", "--port", "8124"]) == 0
+    shown = capsys.readouterr().out
+    assert "s3cret" not in shown and "--api-key '***'" in shown  # N15: a key is never printed
     assert out[1].startswith(f"# clients: mteb-vllm run --model {minilm_path} --endpoint http://127.0.0.1:8124"
                              " --dtype float32")
 

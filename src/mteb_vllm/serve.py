@@ -43,10 +43,24 @@ class ServePlan:
     served_name: str
     url: str
 
-    def shell(self) -> str:
-        """The command as one shell line, environment first."""
+    def shell(self, *, redact: bool = True) -> str:
+        """The command as one shell line, environment first; an ``--api-key`` value shown as ``***`` (the line is
+        printed; pass the key in ``VLLM_API_KEY``, which ``vllm serve`` reads, to keep it out of sight)."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        return (env + " " if env else "") + shlex.join(self.command)
+        return (env + " " if env else "") + shlex.join(_redacted(self.command) if redact else self.command)
+
+
+def _redacted(command: list[str]) -> list[str]:
+    out, hide = [], False
+    for word in command:
+        if hide:
+            out.append("***")
+        elif word.startswith("--api-key="):
+            out.append("--api-key=***")
+        else:
+            out.append(word)
+        hide = word == "--api-key"
+    return out
 
 
 def _flag(name: str, value: Any) -> list[str]:
