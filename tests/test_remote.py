@@ -539,6 +539,10 @@ def test_api_keys_are_sent_and_credentials_never_shown(minilm_path, monkeypatch,
 
             RemoteBackend(EngineConfig(model=minilm_path, convert="embed"), endpoints=[url])
             monkeypatch.delenv(name)
+    with _threaded(minilm_path) as url, caplog.at_level(logging.DEBUG):  # httpx logs every request's URL
+        credentials = url.replace("http://", "http://alice:pa55word@")
+        assert _backend(minilm_path, [credentials]).pool(_tokens(3), "embed").shape == (3, DIM)
+    assert "pa55word" not in caplog.text and "HTTP Request" in caplog.text
     secret_url = f"http://alice:pa55word@127.0.0.1:{free_port()}"
     assert display_url(secret_url).startswith("http://***@127.0.0.1:")
     with caplog.at_level(logging.DEBUG), pytest.raises(RemoteEndpointError) as err:

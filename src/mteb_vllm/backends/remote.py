@@ -139,11 +139,13 @@ class RemoteOptions:
 
 @dataclass
 class Endpoint:
-    """One server, as the client sees it. ``url`` may hold credentials and is used for requests only; ``name``
-    is the same URL without them, for every message."""
+    """One server, as the client sees it. ``url`` is the base URL without credentials (requests go there, and
+    httpx logs it); a user name and password given in the URL are sent as ``auth``; ``name`` is the URL as given
+    with them masked, for every message."""
 
     url: str
     name: str = ""
+    auth: tuple[str, str] | None = field(default=None, repr=False)
     served: str = ""
     max_model_len: int | None = None
     outstanding: int = 0
@@ -162,6 +164,14 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         self.name = self.name or display_url(self.url)
+        parsed = urlparse(self.url)
+        if parsed.username is not None or parsed.password is not None:
+            from urllib.parse import unquote
+
+            self.auth = (unquote(parsed.username or ""), unquote(parsed.password or ""))
+            host = parsed.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            self.url = parsed._replace(netloc=host + (f":{parsed.port}" if parsed.port else "")).geturl()
 
 
 @dataclass
@@ -282,13 +292,13 @@ class RemoteBackend:
     def _secrets(self) -> list[str]:
         found = [self.options.api_key] if self.options.api_key else []
         for e in self.endpoints:
-            parsed = urlparse(e.url)
-            found += [s for s in (parsed.password, parsed.username) if s]
+            if e.auth:
+                from urllib.parse import quote
+
+                found += [s for s in e.auth if s] + [quote(s, safe="") for s in e.auth if s]
         return sorted(set(found), key=len, reverse=True)
 
     def _scrub(self, text: str) -> str:
-        for e in self.endpoints:
-            text = text.replace(e.url, e.name)
         for secret in self._secrets():
             text = text.replace(secret, "***")
         return text
@@ -429,7 +439,7 @@ class RemoteBackend:
         import httpx
 
         try:
-            response = await client.get(f"{endpoint.url}/v1/models")
+            response = await client.get(f"{endpoint.url}/v1/models", auth=endpoint.auth)
         except (httpx.HTTPError, OSError) as exc:
             return _Problem(f"not reachable ({self._reason(exc)})")
         if response.status_code in (401, 403):
@@ -455,7 +465,7 @@ class RemoteBackend:
         import httpx
 
         try:
-            response = await client.get(f"{endpoint.url}{IDENTITY_PATH}")
+            response = await client.get(f"{endpoint.url}{IDENTITY_PATH}", auth=endpoint.auth)
         except (httpx.HTTPError, OSError) as exc:
             return _Problem(f"not answering {IDENTITY_PATH} ({self._reason(exc)})")
         if response.status_code in (404, 405):
@@ -501,7 +511,7 @@ class RemoteBackend:
         now, and it is left out like a server that is down. Garbage (NaN, zeros) is refused."""
         path, body = self._request(endpoint, [canary])
         try:
-            response = await client.post(f"{endpoint.url}{path}", json=body)
+            response = await client.post(f"{endpoint.url}{path}", json=body, auth=endpoint.auth)
         except Exception as exc:
             return _Problem(f"not answering {path} ({self._reason(exc)})")
         if response.status_code in (401, 403):
@@ -890,7 +900,7 @@ class RemoteBackend:
 
         path, body = self._request(endpoint, items)
         try:
-            response = await client.post(f"{endpoint.url}{path}", json=body)
+            response = await client.post(f"{endpoint.url}{path}", json=body, auth=endpoint.auth)
         except httpx.TimeoutException as exc:
             raise _Transient(f"no answer in time ({self._reason(exc) or type(exc).__name__}; --read-timeout / "
                              "--connect-timeout set the limits)", timeout=True) from exc
