@@ -716,7 +716,7 @@ class RemoteBackend:
         if self._checked:
             details.update(identity=self.marker, verified=self.verified)
             for key in ("vllm", "torch", "device"):
-                values = sorted({str(e.identity.get(key)) for e in self.endpoints if e.identity and e.identity.get(key)})
+                values = sorted({str(e.identity[key]) for e in self.endpoints if e.identity and e.identity.get(key)})
                 if values:
                     details[key] = ", ".join(values)
             if not self.verified:
