@@ -8,6 +8,7 @@ Fake servers (separate processes over FakeBackend) test the client's logic; real
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -22,8 +23,12 @@ from mteb_vllm.testing.fake_server import FakeServer, FakeServerConfig, free_por
 TEXTS = [f"sentence {i} about rivers, mountains and {i % 7} towns" for i in range(400)]
 
 
+DIM = 384  # MiniLM's pooled width: a fleet answering another width for it is refused
+
+
 def _fake(minilm_path, **overrides) -> FakeServer:
-    """A fake server that serves the packaged MiniLM's name and tokenizer (for /score pairs)."""
+    """A fake server that serves the packaged MiniLM's name, width and tokenizer (for /score pairs)."""
+    overrides.setdefault("dim", DIM)
     return FakeServer(FakeServerConfig(model=minilm_path, max_model_len=256, tokenizer=minilm_path, **overrides))
 
 
@@ -32,7 +37,7 @@ def _local_fake(minilm_path):
     from mteb_vllm.model_config import load_tokenizer
     from mteb_vllm.testing import FakeBackend
 
-    return FakeBackend(max_model_len=256, tokenizer=load_tokenizer(minilm_path))
+    return FakeBackend(dim=DIM, max_model_len=256, tokenizer=load_tokenizer(minilm_path))
 
 
 @pytest.mark.slow
@@ -108,7 +113,7 @@ def _cross_encoder_dir(minilm_path, tmp_path):
 
 @pytest.mark.slow
 def test_endpoints_serving_different_context_lengths_are_refused(minilm_path):
-    with _fake(minilm_path) as a, FakeServer(FakeServerConfig(model=minilm_path, max_model_len=128)) as b:
+    with _fake(minilm_path) as a, FakeServer(FakeServerConfig(model=minilm_path, max_model_len=128, dim=DIM)) as b:
         with pytest.raises(RemoteEndpointError, match=r"different context lengths \[128, 256\]"):
             VllmEncoderWrapper(minilm_path, endpoints=[a, b], ignore_prompt_errors=True)
 
@@ -118,7 +123,7 @@ def test_pairs_go_to_score_as_truncated_texts_and_score_as_locally(minilm_path, 
     folder = _cross_encoder_dir(minilm_path, tmp_path)
     queries = ["which river " * 3] * 30 + ["long query " * 200]
     docs = [f"the river {i} flows " * (i + 1) for i in range(30)] + ["long document " * 300]
-    with FakeServer(FakeServerConfig(model=folder, max_model_len=256, tokenizer=minilm_path)) as url:
+    with FakeServer(FakeServerConfig(model=folder, max_model_len=256, tokenizer=minilm_path, dim=DIM)) as url:
         remote = VllmCrossEncoderWrapper(folder, endpoints=[url], dtype="float32").score_pairs(queries, docs)
     local = VllmCrossEncoderWrapper(folder, backend=_local_fake(minilm_path)).score_pairs(queries, docs)
     np.testing.assert_array_equal(remote, local)
@@ -132,8 +137,8 @@ def real_server(tmp_path_factory):
 
     started = []
 
-    def serve(model: str, task: str = "embed") -> str:
-        plan = plan_server(model, task=task, dtype="float32", port=free_port())
+    def serve(model: str, task: str = "embed", dtype: str = "float32") -> str:
+        plan = plan_server(model, task=task, dtype=dtype, port=free_port())
         log = tmp_path_factory.mktemp("server") / "vllm.log"
         proc = start_server(plan, log_path=str(log))
         started.append(proc)
@@ -166,6 +171,39 @@ def test_a_real_vllm_serve_gives_the_local_engines_embeddings(real_server, minil
                                                                  show_progress_bar=False).task_results}
     assert ours == local
     assert remote.mteb_model_meta.experiment_kwargs == {"dtype": "float32"}
+
+
+@pytest.mark.engine
+def test_a_real_fleet_of_two_precisions_is_refused_and_one_of_equals_scores_as_locally(real_server, minilm_encoder,
+                                                                                          minilm_path, tmp_path):
+    """Issue 18's bar: servers started with different precisions are refused; two equal float32 servers give the
+    local engine's scores within 1e-5, filed under experiments/dtype_float32."""
+    from mteb_vllm import demo_tasks
+    from mteb_vllm.runner import run_tasks
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    a, b, half = real_server(minilm_path), real_server(minilm_path), real_server(minilm_path, dtype="bfloat16")
+    with pytest.raises(RemoteEndpointError, match=rf"dtype: {a}: float32; {half}: bfloat16"):
+        VllmEncoderWrapper(minilm_path, endpoints=[a, half], model_name=name)
+    with pytest.raises(RemoteEndpointError, match=r"compute in bfloat16 .*not in the float32 asked for"):
+        VllmEncoderWrapper(minilm_path, endpoints=[half], model_name=name, dtype="float32")
+    fleet = VllmEncoderWrapper(minilm_path, endpoints=[a, b], model_name=name)
+    assert fleet.dtype == "float32" and fleet.backend.info.details["verified"] is True
+    local = {r.task_name: r.get_score() for r in mteb_results(minilm_encoder)}
+    summary = run_tasks(fleet, demo_tasks(), output_folder=tmp_path, show_progress_bar=False)
+    ours = {o.task: o.score for o in summary.outcomes}
+    assert ours.keys() == local.keys() and all(abs(ours[t] - local[t]) <= 1e-5 for t in local), (ours, local)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("MtebVllmDemo*.json"))
+    assert files and all("/experiments/dtype_float32/" in f for f in files), files
+    assert all(e.done > 0 for e in fleet.backend.endpoints)  # both servers did work
+
+
+def mteb_results(model):
+    import mteb
+
+    from mteb_vllm import demo_tasks
+
+    return mteb.evaluate(model, demo_tasks(), cache=None, show_progress_bar=False).task_results
 
 
 @pytest.mark.engine
@@ -218,17 +256,6 @@ def test_the_cli_runs_against_repeated_endpoints(minilm_path, tmp_path, capsys):
     assert {"MtebVllmDemoSTS", "MtebVllmDemoRetrieval"} <= names
 
 
-def test_an_endpoint_serves_our_model_by_id_or_by_the_folder_it_was_started_from():
-    from mteb_vllm.backends.remote import _same_model
-
-    assert _same_model("intfloat/e5-small", {"intfloat/e5-small"})
-    assert _same_model("intfloat/E5-small", {"intfloat/e5-small"})
-    assert _same_model("/models/e5-small", {"intfloat/e5-small"})  # our local copy, served by its hub id
-    assert _same_model("intfloat/e5-small", {"/data/e5-small"})  # a server started from a local copy
-    assert not _same_model("intfloat/e5-small", {"someone/e5-small"})  # another organisation's model
-    assert not _same_model("intfloat/e5-small", {"intfloat/e5-base"})
-
-
 @pytest.mark.slow
 def test_a_500_whose_text_says_cannot_is_a_down_endpoint_not_a_wrong_one(minilm_path, caplog):
     """Endpoints are sorted by what the check found, not by words in a server's error text."""
@@ -250,12 +277,12 @@ def test_driving_a_fleet_needs_no_vllm(minilm_path, tmp_path):
             "from mteb_vllm import VllmEncoderWrapper\n"
             "from mteb_vllm.testing import FakeServer, FakeServerConfig\n"
             f"p = {minilm_path!r}\n"
-            "with FakeServer(FakeServerConfig(model=p, max_model_len=256, tokenizer=p)) as url:\n"
+            "with FakeServer(FakeServerConfig(model=p, max_model_len=256, tokenizer=p, dim=384)) as url:\n"
             "    w = VllmEncoderWrapper(p, endpoints=[url], ignore_prompt_errors=True, cache_dir=sys.argv[1])\n"
             "    print(w.embed_texts(['a b', 'c']).shape)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "(2, 64)", proc.stderr[-2000:]
+    assert proc.returncode == 0 and proc.stdout.strip() == "(2, 384)", proc.stderr[-2000:]
 
 
 def test_base64_embeddings_decode_in_one_piece_and_ragged_answers_are_malformed():
@@ -272,3 +299,308 @@ def test_base64_embeddings_decode_in_one_piece_and_ragged_answers_are_malformed(
         _decode_base64_rows(ragged)
     with pytest.raises(_Transient):
         _decode_base64_rows([base64.b64encode(b"abcde").decode()])  # not whole float32 values
+
+
+# --- identity, agreement, garbage, blips, credentials (fake servers in this process: fast) -----------------------
+def _threaded(model, **overrides) -> FakeServer:
+    overrides.setdefault("dim", DIM)
+    overrides.setdefault("max_model_len", 256)
+    return FakeServer(FakeServerConfig(model=model, **overrides), threaded=True)
+
+
+def _options(**overrides) -> RemoteOptions:
+    defaults = dict(backoff=0.01, max_backoff=0.05, readmit_delay=0.05, max_readmit_delay=0.2, outage_wait=3.0,
+                    api_key=None)
+    return RemoteOptions(**{**defaults, **overrides})
+
+
+def _backend(model, urls, *, dtype="auto", convert="embed", **options):
+    from mteb_vllm.backends.remote import RemoteBackend
+    from mteb_vllm.config import EngineConfig
+
+    return RemoteBackend(EngineConfig(model=model, dtype=dtype, convert=convert), endpoints=list(urls),
+                         options=_options(**options))
+
+
+def _identity(model, **changes):
+    """What `mteb-vllm serve` reports for the packaged MiniLM in float32 (see test_a_real_fleet_...)."""
+    from mteb_vllm.serve_identity import weights_revision
+
+    identity = {"schema": 1, "model": "local", "path": "/srv/models/model", "served_names": [model],
+                "revision": weights_revision(model, None), "dtype": "float32", "max_model_len": 256,
+                "runner": "pooling", "convert": "embed", "pooler": {"seq_pooling_type": "MEAN", "use_activation": True},
+                "hf_overrides": {}, "quantization": None, "head_dtype": "float32", "vllm": "0.32.0",
+                "torch": "2.13.0+cpu", "device": "cpu x86_64"}
+    return {**identity, **changes}
+
+
+def _tokens(n=60):
+    from mteb_vllm.backends.base import TokenizedInput
+
+    return [TokenizedInput([101] + [1000 + (i * 37 + j) % 20000 for j in range(3 + i % 9)] + [102]) for i in range(n)]
+
+
+def test_endpoints_reporting_different_precisions_are_refused_naming_them(minilm_path):
+    with _threaded(minilm_path, identity=_identity(minilm_path)) as a, \
+            _threaded(minilm_path, identity=_identity(minilm_path, dtype="bfloat16")) as b:
+        with pytest.raises(RemoteEndpointError, match=r"compute .* differently: dtype: ") as err:
+            _backend(minilm_path, [a, b])
+    assert f"{a}: float32" in str(err.value) and f"{b}: bfloat16" in str(err.value)
+
+
+def test_an_explicit_dtype_other_than_the_servers_is_refused_and_auto_takes_theirs(minilm_path):
+    with _threaded(minilm_path, identity=_identity(minilm_path, dtype="bfloat16")) as a, \
+            _threaded(minilm_path, identity=_identity(minilm_path, dtype="bfloat16")) as b:
+        with pytest.raises(RemoteEndpointError, match=r"compute in bfloat16 .*not in the float32 asked for"):
+            _backend(minilm_path, [a, b], dtype="float32")  # N16/N17: never filed as float32
+        backend = _backend(minilm_path, [a, b])
+    info = backend.info
+    assert backend.dtype == info.dtype == "bfloat16"
+    assert info.details["verified"] is True and info.details["identity"].startswith("fleet-")
+    assert "results_marker" not in info.details  # a verified fleet files as a local run does
+    assert info.details["vllm"] == "0.32.0"
+
+
+def test_another_checkpoint_is_refused_whatever_its_folder_name(minilm_path):
+    """N9: a server started from another folder of the same name is another model; the revision decides."""
+    other = _identity(minilm_path, revision="local-0123456789abcdef", path="/data/finetune-v2/model")
+    with _threaded(minilm_path, identity=other) as url:
+        with pytest.raises(RemoteEndpointError, match=r"revision local-0123456789abcdef, but .* other weights"):
+            _backend(minilm_path, [url])
+    with _threaded("/data/finetune-v2/model") as url:  # reports nothing: the name is all there is
+        with pytest.raises(RemoteEndpointError, match=r"serves \['/data/finetune-v2/model'\], not .*does not report"):
+            _backend(minilm_path, [url])
+    same = _identity(minilm_path, path="/elsewhere/model")
+    with _threaded("/elsewhere/model", identity=same) as url:  # the same weights under another path: fine
+        assert _backend(minilm_path, [url]).verified
+
+
+def test_a_fleet_that_reports_nothing_is_filed_and_cached_apart_from_the_local_engine(minilm_path, tmp_path):
+    """N17: a fleet's vectors never land in the namespace a local run reads, nor its results in its folder."""
+    from mteb_vllm.model_config import load_tokenizer
+    from mteb_vllm.testing import FakeBackend
+
+    texts = [f"text {i}" for i in range(30)]
+    with _threaded(minilm_path, scale=2.0) as url:  # computes something else than the local engine
+        fleet = VllmEncoderWrapper(minilm_path, endpoints=[url], dtype="float32", ignore_prompt_errors=True,
+                                   cache_dir=tmp_path, remote_options=_options())
+        fleet.embed_texts(texts)
+    marker = fleet.backend.info.details["identity"]
+    assert fleet.dtype == "float32"
+    assert fleet.mteb_model_meta.experiment_kwargs == {"dtype": "float32", "backend": marker}
+    local_engine = FakeBackend(dim=DIM, max_model_len=256, tokenizer=load_tokenizer(minilm_path),
+                               revision=fleet.backend.info.revision)
+    local = VllmEncoderWrapper(minilm_path, backend=local_engine, dtype="float32", ignore_prompt_errors=True,
+                               cache_dir=tmp_path)
+    local.embed_texts(texts)
+    assert local_engine.inputs_seen == len(texts)  # computed, not read from the fleet's entries
+    assert local.mteb_model_meta.experiment_kwargs == {"dtype": "float32"}
+    with _threaded(minilm_path) as url:  # without dtype, nobody knows the precision: "unknown", filed apart
+        unknown = VllmEncoderWrapper(minilm_path, endpoints=[url], ignore_prompt_errors=True,
+                                     remote_options=_options())
+    assert unknown.dtype == "unknown" and unknown.mteb_model_meta.experiment_kwargs["backend"].startswith("fleet-")
+
+
+def test_endpoints_answering_the_canary_differently_are_refused(minilm_path):
+    with _threaded(minilm_path) as a, _threaded(minilm_path) as b, _threaded(minilm_path, scale=1.01) as c:
+        with pytest.raises(RemoteEndpointError, match=rf"{c} answer the canary input differently from {a}, {b}"):
+            _backend(minilm_path, [a, b, c], dtype="float32")
+        with pytest.raises(RemoteEndpointError, match="cannot be told which is right"):
+            _backend(minilm_path, [a, c], dtype="float32")
+    # bfloat16 servers differ from each other by their precision's rounding: within its tolerance
+    with _threaded(minilm_path, identity=_identity(minilm_path, dtype="bfloat16")) as a, \
+            _threaded(minilm_path, identity=_identity(minilm_path, dtype="bfloat16"), scale=1.01) as b:
+        assert _backend(minilm_path, [a, b]).dtype == "bfloat16"
+
+
+def test_vectors_of_another_width_are_refused_naming_the_endpoint(minilm_path):
+    """N5: a 64-dim server for a 384-dim model, or two servers of different widths, never reach sklearn."""
+    with _threaded(minilm_path, dim=64) as url:
+        with pytest.raises(RemoteEndpointError, match=rf"{url} answer 64-dim vectors, but .* pools to 384"):
+            _backend(minilm_path, [url])
+    with _threaded("some/model", dim=64) as a, _threaded("some/model", dim=32) as b:
+        with pytest.raises(RemoteEndpointError, match=rf"differently \({a}, {b};"):
+            _backend("some/model", [a, b])
+
+
+@pytest.mark.parametrize("bad, what", [("nan", "NaN or Inf"), ("zeros", "all-zero"), ("wide", "width|-dim")])
+def test_garbage_is_retried_elsewhere_and_never_returned(minilm_path, tmp_path, bad, what, caplog):
+    """N6/N7: NaN, all-zero or too wide vectors from one endpoint are refused (named) and computed elsewhere;
+    from the only endpoint they fail the call, and nothing is returned or cached."""
+    inputs = _tokens()
+    with _threaded(minilm_path) as good, _threaded(minilm_path, bad=bad, bad_after=2) as broken:
+        with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+            ours = _backend(minilm_path, [broken, good], batch_inputs=10).pool(inputs, "embed")
+        assert np.isfinite(ours).all() and (np.abs(ours).sum(axis=1) > 0).all() and ours.shape[1] == DIM
+        reference = _backend(minilm_path, [good]).pool(inputs, "embed")
+        assert ours.tobytes() == reference.tobytes()
+        assert f"endpoint {broken} taken out" in caplog.text
+        assert re.search(what, caplog.text)
+    with _threaded(minilm_path, bad=bad, bad_after=2) as broken:
+        wrapper = VllmEncoderWrapper(minilm_path, endpoints=[broken], ignore_prompt_errors=True, cache_dir=tmp_path,
+                                     remote_options=_options(outage_wait=0.5))
+        with pytest.raises(RemoteEndpointError, match=rf"{broken}: .*({what})"):
+            wrapper.embed_texts([f"text {i}" for i in range(20)])
+        assert wrapper.backend.stats.computed == 0
+        assert wrapper.backend.namespace.count() == 0
+
+
+def test_garbage_at_the_start_refuses_the_endpoint(minilm_path):
+    with _threaded(minilm_path, bad="zeros") as url:
+        with pytest.raises(RemoteEndpointError, match=rf"{url}: answers the canary input with 1 of 1 all-zero"):
+            _backend(minilm_path, [url])
+
+
+def test_every_endpoint_answering_nan_says_the_servers_overflow(minilm_path):
+    with _threaded(minilm_path, bad="nan", bad_after=2) as a, _threaded(minilm_path, bad="nan", bad_after=2) as b:
+        backend = _backend(minilm_path, [a, b], eject_after=10, outage_wait=0.5)
+        with pytest.raises(RemoteEndpointError, match="Every endpoint tried answers NaN/Inf .* --dtype float32"):
+            backend.pool(_tokens(5), "embed")
+
+
+def test_an_endpoint_that_comes_back_is_readmitted(minilm_path, caplog):
+    """N3: a server restarted after a blip is used again, in the same call (a fleet with no endpoint waits for
+    one) and in the next calls (every call checks the endpoints that were out)."""
+    import threading
+
+    inputs = _tokens(200)
+    flaky = _threaded(minilm_path)
+    with _threaded(minilm_path) as good:
+        flaky.start()
+        backend = _backend(minilm_path, [flaky.url, good], batch_inputs=10, eject_after=1)
+        first = backend.pool(inputs, "embed")
+        flaky.stop()
+        with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+            assert backend.pool(inputs, "embed").tobytes() == first.tobytes()
+        assert [e.ejected for e in backend.endpoints] == [True, False]
+        flaky.start()  # back on the same port
+        done = backend.endpoints[0].done
+        with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+            assert backend.pool(inputs, "embed").tobytes() == first.tobytes()
+        assert f"endpoint {flaky.url} passed its check again" in caplog.text
+        assert backend.endpoints[0].done > done and not backend.endpoints[0].ejected
+    flaky.stop()
+    alone = _backend(minilm_path, [flaky.start().url], batch_inputs=10, eject_after=1, outage_wait=20)
+    flaky.stop()
+    restart = threading.Timer(1.0, flaky.start)
+    restart.start()
+    try:
+        assert alone.pool(inputs, "embed").tobytes() == first.tobytes()  # waited for it, did not fail
+    finally:
+        restart.join()
+        flaky.stop()
+
+
+def test_the_start_check_retries_a_blip(minilm_path):
+    """N11: one HTTP 500 on the start's canary is a blip, not a down endpoint."""
+    with _threaded(minilm_path, fail_first=1) as url:
+        backend = _backend(minilm_path, [url])
+    assert not backend.endpoints[0].ejected
+
+
+def test_a_hung_endpoint_fails_in_the_set_time_not_a_quarter_hour(minilm_path, monkeypatch):
+    """N12: read/connect timeouts are settable (option, environment) and a hung endpoint is taken out at once."""
+    monkeypatch.setenv("MTEB_VLLM_READ_TIMEOUT", "7")
+    monkeypatch.setenv("MTEB_VLLM_CONNECT_TIMEOUT", "3")
+    assert (RemoteOptions().read_timeout, RemoteOptions().connect_timeout) == (7.0, 3.0)
+    monkeypatch.setenv("MTEB_VLLM_READ_TIMEOUT", "soon")
+    with pytest.raises(UsageError, match="MTEB_VLLM_READ_TIMEOUT='soon' is not a number"):
+        RemoteOptions()
+    monkeypatch.delenv("MTEB_VLLM_READ_TIMEOUT")
+    monkeypatch.delenv("MTEB_VLLM_CONNECT_TIMEOUT")
+    assert 60 <= RemoteOptions().read_timeout <= 300
+    with _threaded(minilm_path, bad="hang", bad_after=2) as url:
+        backend = _backend(minilm_path, [url], read_timeout=0.5, outage_wait=1.0)
+        started = time.monotonic()
+        with pytest.raises(RemoteEndpointError, match=r"no answer in time .*none came back within 1 s"):
+            backend.pool(_tokens(5), "embed")
+    assert time.monotonic() - started < 15
+
+
+def test_api_keys_are_sent_and_credentials_never_shown(minilm_path, monkeypatch, caplog):
+    """N15: --api-key / MTEB_VLLM_API_KEY / VLLM_API_KEY go out as a bearer token; no key, password or user name
+    appears in an error or a log line."""
+    from mteb_vllm.backends.remote import display_url
+
+    for name in ("MTEB_VLLM_API_KEY", "VLLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with _threaded(minilm_path, api_key="s3cret-key") as url:
+        with pytest.raises(RemoteEndpointError, match="needs an API key .*--api-key or MTEB_VLLM_API_KEY"):
+            _backend(minilm_path, [url])
+        with caplog.at_level(logging.DEBUG), pytest.raises(RemoteEndpointError, match="refused our API key") as err:
+            _backend(minilm_path, [url], api_key="wrong-key")
+        assert "wrong-key" not in str(err.value) + caplog.text
+        assert _backend(minilm_path, [url], api_key="s3cret-key").pool(_tokens(3), "embed").shape == (3, DIM)
+        for name in ("MTEB_VLLM_API_KEY", "VLLM_API_KEY"):
+            monkeypatch.setenv(name, "s3cret-key")
+            assert RemoteOptions().api_key == "s3cret-key" and "s3cret" not in repr(RemoteOptions())
+            from mteb_vllm.backends.remote import RemoteBackend
+            from mteb_vllm.config import EngineConfig
+
+            RemoteBackend(EngineConfig(model=minilm_path, convert="embed"), endpoints=[url])
+            monkeypatch.delenv(name)
+    with _threaded(minilm_path) as url, caplog.at_level(logging.DEBUG):  # httpx logs every request's URL
+        credentials = url.replace("http://", "http://alice:pa55word@")
+        assert _backend(minilm_path, [credentials]).pool(_tokens(3), "embed").shape == (3, DIM)
+    assert "pa55word" not in caplog.text and "HTTP Request" in caplog.text
+    secret_url = f"http://alice:pa55word@127.0.0.1:{free_port()}"
+    assert display_url(secret_url).startswith("http://***@127.0.0.1:")
+    with caplog.at_level(logging.DEBUG), pytest.raises(RemoteEndpointError) as err:
+        _backend(minilm_path, [secret_url], probe_attempts=1)
+    shown = str(err.value) + caplog.text
+    assert "pa55word" not in shown and "alice" not in shown and "***@127.0.0.1" in shown
+    with pytest.raises(UsageError) as err:
+        _backend(minilm_path, ["ftp://bob:hunter2@host"])
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_closed_fleet_client_raises_like_a_closed_engine(minilm_path):
+    """N26."""
+    with _threaded(minilm_path) as url:
+        backend = _backend(minilm_path, [url])
+        backend.close()
+        with pytest.raises(RuntimeError, match="closed; create a new wrapper"):
+            backend.pool(_tokens(2), "embed")
+
+
+def test_a_fleet_reranker_that_cannot_score_fails_before_the_first_stage(minilm_path, tmp_path):
+    """N25: the reranker's endpoints are checked before the first stage runs, also after a dense first stage."""
+    from mteb_vllm.pipeline import rerank
+
+    class FirstStage:  # touched only if the first stage runs
+        @property
+        def mteb_model_meta(self):
+            raise AssertionError("the first stage ran before the reranker's endpoints were checked")
+
+    folder = _cross_encoder_dir(minilm_path, tmp_path)
+    with FakeServer(FakeServerConfig(model=folder, tokenizer=minilm_path, tasks=["embed"]), threaded=True) as url:
+        with pytest.raises(RemoteEndpointError, match="cannot score pairs"):
+            rerank(None, folder, FirstStage(), top_k=5, reranker_args={"endpoints": [url]},
+                   show_progress_bar=False)
+
+
+def test_the_cli_flags_set_the_fleet_clients_options(monkeypatch):
+    from mteb_vllm.cli import build_parser
+    from mteb_vllm.cli.common import remote_options_arg
+
+    monkeypatch.delenv("MTEB_VLLM_READ_TIMEOUT", raising=False)
+    parser = build_parser()
+    args = parser.parse_args(["run", "--endpoint", "http://127.0.0.1:1", "--read-timeout", "30",
+                              "--connect-timeout", "2", "--api-key", "k"])
+    options = remote_options_arg(args)
+    assert (options.read_timeout, options.connect_timeout, options.api_key) == (30.0, 2.0, "k")
+    args = parser.parse_args(["rerank", "--model", "m", "--endpoint", "http://127.0.0.1:1"])
+    assert remote_options_arg(args).read_timeout == RemoteOptions().read_timeout
+    assert remote_options_arg(parser.parse_args(["run"])) is None
+
+
+def test_a_server_replaced_behind_the_same_url_gets_another_namespace(minilm_path):
+    """N18: a fleet that reports nothing is named by its canary answers too, so another server behind the same URL
+    (another model, another width) never reads the first one's cache entries or results."""
+    port = free_port()
+    with FakeServer(FakeServerConfig(model=minilm_path, dim=DIM, max_model_len=256), port=port, threaded=True) as url:
+        first = _backend(minilm_path, [url]).info.details["identity"]
+        assert _backend(minilm_path, [url]).info.details["identity"] == first  # stable for the same server
+    with FakeServer(FakeServerConfig(model=minilm_path, dim=DIM, max_model_len=256, scale=1.5), port=port,
+                    threaded=True) as url:
+        assert _backend(minilm_path, [url]).info.details["identity"] != first

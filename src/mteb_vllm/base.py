@@ -54,6 +54,8 @@ class VllmWrapperBase:
             endpoints, see ``endpoints``), "fake" (:class:`mteb_vllm.testing.FakeBackend`), or a running
             backend object to share (engine arguments are then ignored, and it is not closed by this wrapper).
         endpoints: URLs of ``vllm serve`` endpoints; implies ``backend="remote"``.
+        remote_options: :class:`~mteb_vllm.backends.remote.RemoteOptions` for ``endpoints`` (timeouts, API key,
+            batch sizes); default: its defaults and environment variables.
         cache_dir: Keep every embedding and score in this folder, keyed by the model's fingerprint and the
             exact engine input (:class:`~mteb_vllm.backends.cached.CachedBackend`), so a rerun or another task
             with the same texts computes nothing twice, and a killed run loses at most its last unflushed rows.
@@ -86,6 +88,7 @@ class VllmWrapperBase:
         model_name: str | None = None,
         backend: str | Backend | None = None,
         endpoints: list[str] | None = None,
+        remote_options: Any = None,
         lazy_start: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         **engine_kwargs: Any,
@@ -98,7 +101,7 @@ class VllmWrapperBase:
                        enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
                        hf_overrides=hf_overrides, pooler_config=pooler_config, enforce_eager=enforce_eager,
                        model_name=model_name, backend=backend, endpoints=endpoints, lazy_start=lazy_start,
-                       cache_dir=cache_dir, engine_kwargs=engine_kwargs)
+                       cache_dir=cache_dir, remote_options=remote_options, engine_kwargs=engine_kwargs)
         finally:
             restore_environ(environ)
 
@@ -107,7 +110,7 @@ class VllmWrapperBase:
               max_num_seqs: int | None, tensor_parallel_size: int, enable_prefix_caching: bool | None,
               gpu_memory_utilization: float | None, hf_overrides: dict[str, Any] | None, pooler_config: Any,
               enforce_eager: bool | None, model_name: str | None, backend: Any, endpoints: list[str] | None,
-              lazy_start: bool, cache_dir: Any, engine_kwargs: dict[str, Any]) -> None:
+              lazy_start: bool, cache_dir: Any, remote_options: Any, engine_kwargs: dict[str, Any]) -> None:
         self.resolved = resolve_model(model, revision, model_name=model_name, trust_remote_code=trust_remote_code)
         check_path_name(self.resolved.name, "model name")
         self.model_path = self.resolved.path
@@ -124,7 +127,7 @@ class VllmWrapperBase:
         self.config = dataclasses.replace(config, score_template=self._score_template())
         self._backend_spec = backend
         self._backend_options: dict[str, Any] = {"endpoints": list(endpoints) if endpoints else None,
-                                                 "lazy": lazy_start}
+                                                 "lazy": lazy_start, "options": remote_options}
         self.cache_dir = cache_dir
         self.precision_fallbacks: list[str] = []
         self.backend, self._owns_backend = self._build_backend(self.config)
@@ -180,6 +183,9 @@ class VllmWrapperBase:
         registry = self.resolved.registry
         base = registry if registry is not None else ModelMeta.create_empty()
         experiment = {**dict(base.experiment_kwargs or {}), **self._experiment_kwargs(), "dtype": dtype}
+        marker = (getattr(info, "details", None) or {}).get("results_marker")
+        if marker:  # a fleet that does not report what it computes: its results are filed apart (backends.remote)
+            experiment["backend"] = marker
         return base.model_copy(deep=True, update={"name": self.resolved.name, "revision": revision,
                                                   "experiment_kwargs": experiment})
 

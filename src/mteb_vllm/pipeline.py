@@ -163,7 +163,7 @@ def rerank(
             # those loaded (backends.local). After a dense first stage it starts at its first score, once
             # the first stage's engine is closed.
             args = dict(reranker_args or {})
-            if first_stage != BM25:
+            if first_stage != BM25 and not args.get("endpoints"):  # a fleet is checked now: it holds no memory here
                 args.setdefault("lazy_start", True)
             reranker = _build_reranker(reranker, args)
         model, owned = _first_stage_model(first_stage, dict(first_stage_args or {}))

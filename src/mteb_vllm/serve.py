@@ -10,6 +10,7 @@ also copy it into a SLURM script or a Kubernetes manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,12 +18,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .serve_identity import MIDDLEWARE as IDENTITY_MIDDLEWARE
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +43,24 @@ class ServePlan:
     served_name: str
     url: str
 
-    def shell(self) -> str:
-        """The command as one shell line, environment first."""
+    def shell(self, *, redact: bool = True) -> str:
+        """The command as one shell line, environment first; an ``--api-key`` value shown as ``***`` (the line is
+        printed; pass the key in ``VLLM_API_KEY``, which ``vllm serve`` reads, to keep it out of sight)."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        return (env + " " if env else "") + shlex.join(self.command)
+        return (env + " " if env else "") + shlex.join(_redacted(self.command) if redact else self.command)
+
+
+def _redacted(command: list[str]) -> list[str]:
+    out, hide = [], False
+    for word in command:
+        if hide:
+            out.append("***")
+        elif word.startswith("--api-key="):
+            out.append("--api-key=***")
+        else:
+            out.append(word)
+        hide = word == "--api-key"
+    return out
 
 
 def _flag(name: str, value: Any) -> list[str]:
@@ -109,7 +126,8 @@ def plan_server(model: str, *, task: str = "embed", template: Any = None, revisi
                           **engine_fields)
     backend = LocalVllmBackend(config, lazy=True)
     args, env = backend.engine_arguments(server=True)
-    command = server_launcher(resolved.path) + ["--served-model-name", model, "--host", host, "--port", str(port)]
+    command = server_launcher(resolved.path) + ["--served-model-name", model, "--host", host, "--port", str(port),
+                                                "--middleware", IDENTITY_MIDDLEWARE]
     for name, value in args.items():
         if name in _NOT_FOR_SERVERS or value is None:
             continue
@@ -118,11 +136,76 @@ def plan_server(model: str, *, task: str = "embed", template: Any = None, revisi
     return ServePlan(command=command, env=env, dtype=backend.dtype, served_name=model, url=f"http://{host}:{port}")
 
 
-def start_server(plan: ServePlan, *, log_path: str | None = None) -> subprocess.Popen:
-    """Run the plan in its own session (so it can be stopped with its engine processes by process group)."""
-    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the server owns it
-    return subprocess.Popen(plan.command, env={**os.environ, **plan.env}, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+class ServerProcess(subprocess.Popen):
+    """A ``vllm serve`` process that dies with the process that started it, engine processes included.
+
+    Why both guards: the server runs in a session of its own (so a terminal's Ctrl-C reaches only us, and we stop
+    it in order), so nothing of the terminal's reaches it; and a ``kill -9`` of this process tells nobody. The
+    kernel's parent-death signal (Linux) stops the API server itself at once, but not its engine core and
+    workers (grandchildren, whose parent is still alive for a moment). A :class:`~mteb_vllm.reaper.Reaper`
+    sidecar notes every process this process gains from the server's start on, and terminates them all when
+    this process ends without :meth:`stop` (SIGTERM, SIGKILL after a grace period).
+    """
+
+    def __init__(self, plan: ServePlan, *, log_path: str | None = None):
+        from .reaper import Reaper
+
+        self.plan = plan
+        self.reaper = Reaper()  # before the server starts: it notes the server's processes as they appear
+        self._log = open(log_path, "w") if log_path else None  # noqa: SIM115 - closed in stop()
+        parent = os.getpid()
+        try:
+            super().__init__(plan.command, env={**os.environ, **plan.env}, stdout=self._log,
+                             stderr=subprocess.STDOUT if self._log else None, start_new_session=True,
+                             preexec_fn=lambda: _die_with(parent))
+        except BaseException:
+            self.reaper.release()
+            raise
+        self._handed_over = False
+
+    def hand_over(self) -> None:
+        """Give the sidecar the server's processes now that they all exist (it stops looking for new ones)."""
+        from .reaper import _descendants
+
+        if not self._handed_over and self.poll() is None:
+            self.reaper.watch(sorted({self.pid} | _descendants(self.pid)))
+            self._handed_over = True
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the server's process group (API server, engine core, workers), SIGKILL what is left; the
+        sidecar then exits without killing anything."""
+        stop_server(self, timeout=timeout)
+        self.reaper.release()
+        if self._log is not None:
+            self._log.close()
+
+
+def _die_with(parent: int) -> None:
+    """In the server's process before it runs: SIGTERM when ``parent`` dies (Linux), so the API server never
+    outlives it (the reaper sidecar takes care of the engine processes)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: the reaper alone
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def start_server(plan: ServePlan, *, log_path: str | None = None) -> ServerProcess:
+    """Run the plan in its own session; its output goes to ``log_path``, else to this process's stdout/stderr
+    (so "address already in use" or a load error is seen). Stop it with :func:`stop_server` or ``.stop()``."""
+    return ServerProcess(plan, log_path=log_path)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 600.0) -> None:
@@ -131,12 +214,10 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"vllm serve exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if _healthy(url):
+            if isinstance(proc, ServerProcess):
+                proc.hand_over()
+            return
         time.sleep(0.5)
     raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
 
@@ -149,12 +230,61 @@ def stop_server(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
-            return
+            break
         try:
             proc.wait(timeout=timeout)
             os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
         except (ProcessLookupError, PermissionError):
-            return
+            break
+    if isinstance(proc, ServerProcess) and proc.poll() is not None:
+        proc.reaper.release()
+
+
+def run_server(plan: ServePlan, *, poll: float = 0.2) -> int:
+    """Run the server in the foreground until it exits or this process gets SIGINT, SIGTERM or SIGHUP; then
+    stop it with its engine processes. Returns the exit code (128 + signal number when stopped by a signal).
+
+    Why a polling loop and not ``proc.wait()``: a signal may be delivered to any thread of this process (native
+    libraries start their own), and Python runs its handler only when the main thread next runs Python code;
+    blocked in ``wait()`` that was when the server exited, which a Ctrl-C never causes. The loop wakes every
+    ``poll`` seconds, so the first Ctrl-C stops the server.
+    """
+    import signal
+
+    caught: list[int] = []
+    proc: ServerProcess | None = None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if caught and proc is not None:  # asked twice: no more waiting for an orderly stop
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        caught.append(signum)
+
+    names = [s for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {getattr(signal, n): signal.signal(getattr(signal, n), on_signal) for n in names}
+    try:
+        proc = start_server(plan)
+        ready = False
+        while proc.poll() is None and not caught:
+            if not ready and _healthy(plan.url):
+                ready = True
+                proc.hand_over()
+                print(f"mteb-vllm: serving {plan.served_name} ({plan.dtype}) at {plan.url}; Ctrl-C stops it",
+                      file=sys.stderr, flush=True)
+            time.sleep(poll)
+    finally:
+        if proc is not None:
+            if caught:
+                print(f"\nmteb-vllm: interrupted ({signal.Signals(caught[0]).name}); stopping the server",
+                      file=sys.stderr, flush=True)
+            proc.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        return 128 + caught[0]
+    return int(proc.returncode or 0)

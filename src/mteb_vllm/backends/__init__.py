@@ -24,7 +24,8 @@ __all__ = ["Backend", "BackendInfo", "PoolingTask", "TokenizedInput", "BACKENDS"
            "register_backend", "LocalVllmBackend"]
 
 #: Factory name -> "module:attribute" of a callable ``(config: EngineConfig, **options) -> Backend``. Every
-#: factory takes ``lazy: bool`` (start the engine at the first call); "remote" also takes ``endpoints``.
+#: factory takes ``lazy: bool`` (start the engine at the first call); "remote" also takes ``endpoints`` and
+#: ``options`` (a ``RemoteOptions``).
 BACKENDS: dict[str, str] = {
     "local": "mteb_vllm.backends.local:LocalVllmBackend",
     "remote": "mteb_vllm.backends.remote:RemoteBackend",
@@ -68,6 +69,9 @@ def create_backend(backend: str | Backend | None, config: EngineConfig, **option
         raise EngineArgumentError(f"endpoints= needs the remote backend, not backend={name!r}")
     if name != "remote":
         options.pop("endpoints", None)
+        if options.pop("options", None) is not None:
+            raise EngineArgumentError("remote_options= is for endpoints (the remote backend), not backend="
+                                      f"{name!r}")
     options = {k: v for k, v in options.items() if v is not None}
     return _factory(name)(config, **options), True
 

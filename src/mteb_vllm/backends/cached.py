@@ -105,10 +105,11 @@ class CachedBackend:
             self.start()
             info = self.inner.info
         fields = fingerprint_fields(info, self._config)
-        if str(info.dtype) == "served":
-            # a fleet under dtype="auto": the servers do not report their precision, so the entries belong to
-            # these endpoints (another fleet, perhaps other hardware, gets its own namespace)
-            fields["served_by"] = sorted(getattr(e, "url", str(e)) for e in getattr(self.inner, "endpoints", []))
+        identity = info.details.get("identity") if isinstance(info.details, dict) else None
+        if identity:
+            # a fleet: its entries belong to what it computes (``fleet-<hash>`` of the servers' identity, or of
+            # their canary answers and URLs when they report none), never to the local engine's namespace
+            fields["backend"] = identity
         self.fingerprint = fingerprint(fields)
         manifest = Manifest(self.fingerprint, fields,
                             name=self._name or str(getattr(self._config, "model", "") or info.model),

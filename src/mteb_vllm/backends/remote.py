@@ -5,9 +5,9 @@ Why a client and not our own distributed engine: people who evaluate big models 
 busy and gives the same numbers as a local run. mteb's own OpenAI-API wrappers send one blocking batch of 32
 texts at a time to one URL.
 
-What this backend does, and what stays in the wrappers: prompts, tokenization, truncation, deduplication, NaN
-checks and the results' metadata are the wrappers' (so a fleet computes exactly what the local engine
-computes). This backend only moves token ids:
+What this backend does, and what stays in the wrappers: prompts, tokenization, truncation, deduplication and the
+results' metadata are the wrappers' (so a fleet computes exactly what the local engine computes). This backend
+only moves token ids:
 
 - embeddings: ``POST /v1/embeddings`` with token ids, answers as base64 float32;
 - LLM rerankers (a score template; the whole prompt is one token sequence): ``POST /classify`` with token ids;
@@ -15,12 +15,30 @@ computes). This backend only moves token ids:
   our truncation* (``TokenizedInput.pair``), since vLLM's HTTP API takes segment ids only from text pairs;
   re-tokenized by the server they are exactly our token ids.
 
-Requests are batches of at most :attr:`RemoteOptions.batch_tokens` tokens, each sent to the live endpoint with
-the fewest requests outstanding (at most :attr:`RemoteOptions.max_in_flight` each), and reassembled by index. A
-connection error, timeout, HTTP 5xx or an answer that is not the expected JSON is retried on another endpoint
-with exponential backoff; an endpoint that fails :attr:`RemoteOptions.eject_after` times in a row is taken out
-(logged) and the others finish the work. A 4xx answer is the request's fault, not the endpoint's: it is raised
-at once with the server's message.
+**What the fleet computes.** At the start every endpoint is asked what it serves (``/v1/models``), what it
+computes (``/mteb-vllm/identity``, answered by servers started with ``mteb-vllm serve``: weights revision,
+precision, pooling, ... see :mod:`mteb_vllm.serve_identity`) and for its vector of one fixed canary input.
+Endpoints must agree: equal identities, and canary vectors equal within the precision's tolerance (this is also
+the whole check for servers that report no identity), of the width the model pools to when that is known.
+Endpoints that disagree, serve other weights, or compute in another precision than an explicit ``dtype`` are
+refused with an error naming them. The backend's ``dtype`` is the precision the servers report; for a fleet
+that reports none it is the ``dtype`` the caller gave (or "unknown"), and :attr:`BackendInfo.details
+<mteb_vllm.backends.base.BackendInfo>` carry a ``results_marker`` so its results are filed apart.
+
+**Failures.** Requests are batches of at most :attr:`RemoteOptions.batch_tokens` tokens, each sent to the live
+endpoint with the fewest requests outstanding (at most :attr:`RemoteOptions.max_in_flight` each), and
+reassembled by index. A connection error, HTTP 5xx, an answer that is not the expected JSON, and an answer
+that is garbage (NaN/Inf, an all-zero vector, another width) is retried on another endpoint with backoff; the
+garbage is never returned. An endpoint that fails :attr:`RemoteOptions.eject_after` times in a row, or whose
+request timed out, is taken out; it is checked again (the start's check, canary included) with growing delays
+and re-admitted when it passes, and a fleet with every endpoint out waits
+:attr:`RemoteOptions.outage_wait` seconds for one to come back before the call fails. A 4xx answer is the
+request's fault, not the endpoint's: it is raised at once with the server's message.
+
+**Credentials.** An API key (:attr:`RemoteOptions.api_key`, from ``MTEB_VLLM_API_KEY`` or ``VLLM_API_KEY``,
+the variable ``vllm serve`` reads its own key from) is sent as ``Authorization: Bearer``; credentials in a URL
+(``http://user:password@host``) are sent as HTTP basic auth. Neither is ever printed: endpoints are named
+without them, and server or library messages are scrubbed of them.
 """
 
 from __future__ import annotations
@@ -40,9 +58,35 @@ import numpy as np
 
 from ..errors import MtebVllmError, UsageError
 from ..precision import canonical
+from ..serve_identity import IDENTITY_PATH, SCHEMA, computes, fleet_marker, weights_revision
 from .base import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
+
+#: The canary: one fixed input every endpoint is asked for at the start (and at every re-admission).
+CANARY_TEXT = "mteb-vllm canary: the river flows past the old mill towards the sea."
+CANARY_QUERY = "where does the river flow?"
+#: How far two endpoints' canary answers may differ, relative to the answer's largest value (scores in [0, 1]
+#: absolutely). float32 servers agree to rounding; MiniLM's canary in bfloat16 differs from float32 by 1.2e-2
+#: (in-process engines, this repo's AMX machine), so float32's bound refuses a bfloat16 server, and half
+#: precision's bound leaves room for bfloat16 servers on different hardware.
+CANARY_TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 5e-2}
+#: For a precision nobody reported (servers without identity, no explicit dtype): the loosest.
+UNKNOWN_DTYPE = "unknown"
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r} is not a number of seconds") from None
+
+
+def _env_key() -> str | None:
+    return os.environ.get("MTEB_VLLM_API_KEY") or os.environ.get("VLLM_API_KEY") or None
 
 
 class RemoteEndpointError(MtebVllmError, ConnectionError):
@@ -53,33 +97,55 @@ class RemoteEndpointError(MtebVllmError, ConnectionError):
 class RemoteOptions:
     """How the client loads the fleet (the defaults keep a vLLM server's scheduler full without queueing long).
 
-    ``batch_tokens``/``batch_inputs`` bound one request; ``max_in_flight`` is per endpoint; ``timeout`` is per
-    request (``connect_timeout`` for the connection alone); a batch is tried ``attempts`` times in all.
+    ``batch_tokens``/``batch_inputs`` bound one request; ``max_in_flight`` is per endpoint. ``read_timeout``
+    (default ``$MTEB_VLLM_READ_TIMEOUT`` or 120 s) bounds the wait for one answer and ``connect_timeout``
+    (``$MTEB_VLLM_CONNECT_TIMEOUT`` or 10 s) for a connection; an endpoint whose request timed out is taken out
+    at once. A batch is tried ``attempts`` times in all; start checks ``probe_attempts`` times. A fleet with
+    every endpoint out waits ``outage_wait`` seconds for one to pass its check again. ``api_key`` (default
+    ``$MTEB_VLLM_API_KEY``, else ``$VLLM_API_KEY``) goes out as ``Authorization: Bearer``; it is never shown.
     """
 
     batch_tokens: int = 16_384
     batch_inputs: int = 512
     max_in_flight: int = 4
-    timeout: float = 300.0
-    connect_timeout: float = 10.0
+    read_timeout: float = field(default_factory=lambda: _env_float("MTEB_VLLM_READ_TIMEOUT", 120.0))
+    connect_timeout: float = field(default_factory=lambda: _env_float("MTEB_VLLM_CONNECT_TIMEOUT", 10.0))
     attempts: int = 5
     eject_after: int = 3
     backoff: float = 0.25
     max_backoff: float = 8.0
+    probe_attempts: int = 3
+    outage_wait: float = 120.0
+    readmit_delay: float = 1.0
+    max_readmit_delay: float = 30.0
+    api_key: str | None = field(default_factory=_env_key, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("batch_tokens", "batch_inputs", "max_in_flight", "attempts", "eject_after"):
+        for name in ("batch_tokens", "batch_inputs", "max_in_flight", "attempts", "eject_after", "probe_attempts"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"RemoteOptions.{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise UsageError("RemoteOptions timeouts must be positive")
+        for name in ("read_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise UsageError(f"RemoteOptions.{name} must be a positive number of seconds, got {value!r}")
+        if self.outage_wait < 0:
+            raise UsageError(f"RemoteOptions.outage_wait must not be negative, got {self.outage_wait!r}")
+
+    @property
+    def probe_timeout(self) -> float:
+        """Read timeout of the start and re-admission checks (tiny requests; a hung server must not stall)."""
+        return min(self.read_timeout, 30.0)
 
 
 @dataclass
 class Endpoint:
-    """One server, as the client sees it."""
+    """One server, as the client sees it. ``url`` is the base URL without credentials (requests go there, and
+    httpx logs it); a user name and password given in the URL are sent as ``auth``; ``name`` is the URL as given
+    with them masked, for every message."""
 
     url: str
+    name: str = ""
+    auth: tuple[str, str] | None = field(default=None, repr=False)
     served: str = ""
     max_model_len: int | None = None
     outstanding: int = 0
@@ -87,6 +153,25 @@ class Endpoint:
     ejected: bool = False
     reason: str = ""
     done: int = 0
+    identity: dict[str, Any] | None = None
+    canary: np.ndarray | None = None
+    #: Why it is never used again (it computes something else than the fleet); empty while it may come back.
+    refused: str = ""
+    retry_at: float = 0.0
+    readmit_delay: float = 0.0
+    checking: bool = False
+    check_reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or display_url(self.url)
+        parsed = urlparse(self.url)
+        if parsed.username is not None or parsed.password is not None:
+            from urllib.parse import unquote
+
+            self.auth = (unquote(parsed.username or ""), unquote(parsed.password or ""))
+            host = parsed.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            self.url = parsed._replace(netloc=host + (f":{parsed.port}" if parsed.port else "")).geturl()
 
 
 @dataclass
@@ -94,25 +179,45 @@ class _Batch:
     indices: list[int]
     attempt: int = 0
     avoid: set[str] = field(default_factory=set)
+    garbage: int = 0
 
 
 @dataclass(frozen=True)
 class _Problem:
-    """Why an endpoint is not used: ``wrong`` (it serves another model or cannot do this job: an error) or not
-    (down or failing now: it is left out and the others carry on)."""
+    """Why an endpoint is not used: ``wrong`` (it serves another model, computes something else, or cannot do
+    this job: an error) or not (down or failing now: it is left out, the others carry on, and it is checked
+    again later)."""
 
     text: str
     wrong: bool = False
 
 
 class _Transient(Exception):
-    """A failure worth retrying on another endpoint."""
+    """A failure worth retrying on another endpoint. ``timeout``: the endpoint may hang (taken out at once);
+    ``garbage``: it answered with values that cannot be the model's (NaN/Inf, zeros, another width)."""
+
+    def __init__(self, text: str, *, timeout: bool = False, garbage: bool = False):
+        super().__init__(text)
+        self.timeout = timeout
+        self.garbage = garbage
+
+
+def display_url(url: str) -> str:
+    """``url`` without the user name and password it may carry (for messages)."""
+    parsed = urlparse(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    host = parsed.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = "***@" + host + (f":{parsed.port}" if parsed.port else "")
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def check_url(url: str) -> str:
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UsageError(f"endpoint {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"endpoint {display_url(url)!r} is not an http(s) URL such as http://127.0.0.1:8000")
     return url.rstrip("/")
 
 
@@ -147,8 +252,9 @@ class RemoteBackend:
         lazy: Contact the endpoints at the first call instead of now.
         options: :class:`RemoteOptions`.
 
-    ``dtype``: the servers do not report their precision. With an explicit ``dtype`` that is what the results
-    record (start the servers with the same, ``mteb-vllm serve`` prints it); with "auto" they record "served".
+    ``dtype``: the precision the endpoints report (servers started by ``mteb-vllm serve``); an explicit
+    ``config.dtype`` must match it. Servers that report nothing: the explicit ``dtype`` (unverified), else
+    "unknown"; their results carry ``results_marker``. Before the endpoints were asked it is "auto".
     """
 
     kind = "remote"
@@ -157,31 +263,53 @@ class RemoteBackend:
                  options: RemoteOptions | None = None):
         if not endpoints:
             raise UsageError("the remote backend needs at least one endpoint URL")
+        if options is not None and not isinstance(options, RemoteOptions):
+            raise UsageError(f"remote options must be a RemoteOptions, not {type(options).__name__}")
         self.config = config
         self.options = options or RemoteOptions()
         self.endpoints = [Endpoint(check_url(u)) for u in dict.fromkeys(endpoints)]
         self.model = config.model
-        requested = canonical(config.dtype or "auto")
-        self.dtype = "served" if requested == "auto" else requested
+        self.requested_dtype = canonical(config.dtype or "auto")
+        self.dtype = "auto"  # until the endpoints said what they compute
         self._tokenizer = None
         self._checked = False
+        self._closed = False
         self._lock = threading.Lock()
         self._tls: Any = None  # one TLS context for every client (building one costs ~20 ms of CPU)
         self.requests_sent = 0
         self.inputs_sent = 0
-        self.revision = self._revision()
+        self.revision = weights_revision(self.config.model, self.config.revision)
         self.max_model_len = self._expected_max_len()
+        self.width: int | None = None
+        self.identity: dict[str, Any] | None = None  # what every endpoint reported (None: none reports)
+        self.marker = ""
+        self.verified = False
+        self._reference: np.ndarray | None = None
         if not lazy or self.max_model_len is None:
             self.check()
 
+    # --- secrets -------------------------------------------------------------------------------------------
+    def _secrets(self) -> list[str]:
+        found = [self.options.api_key] if self.options.api_key else []
+        for e in self.endpoints:
+            if e.auth:
+                from urllib.parse import quote
+
+                found += [s for s in e.auth if s] + [quote(s, safe="") for s in e.auth if s]
+        return sorted(set(found), key=len, reverse=True)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def _reason(self, exc: BaseException) -> str:
+        return self._scrub(_reason(exc))
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
+
     # --- what the servers must be ------------------------------------------------------------------------
-    def _revision(self) -> str | None:
-        from ..model_config import hub_commit, is_local_path, local_revision
-
-        if is_local_path(self.config.model):
-            return local_revision(self.config.model)
-        return hub_commit(self.config.model, self.config.revision) or self.config.revision
-
     def _expected_max_len(self) -> int | None:
         """The context the local engine would use (so a fleet truncates as a local run does)."""
         from ..model_config import model_context_length
@@ -194,6 +322,41 @@ class RemoteBackend:
         if template is not None and template.max_length and length:
             length = min(length, template.max_length)
         return length
+
+    def _expected_width(self) -> int | None:
+        """The width the model pools to, when the model's files tell it for sure: a sentence-transformers model
+        of Transformer, Pooling (and Normalize) modules pools to its hidden size. None when it cannot be told
+        (a Dense projection, a custom pooling, other dimensions asked for) or for scores."""
+        import json
+
+        from ..model_config import config_json, hub_file, read_json_file
+
+        if self.route != "embed" or self.config.pooler_config is not None:
+            return None
+        try:
+            path = hub_file(self.config.model, "modules.json", self.config.revision)
+            if path is None:
+                return None
+            with open(path, encoding="utf-8") as fh:
+                modules = json.load(fh)
+            if not isinstance(modules, list):
+                return None
+            kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+            if sorted(set(kinds) - {"Normalize"}) != ["Pooling", "Transformer"]:
+                return None
+            pooling = next(m for m in modules if str(m.get("type", "")).endswith("Pooling"))
+            pooling_config = read_json_file(self.config.model, f"{pooling.get('path', '')}/config.json",
+                                            self.config.revision) or {}
+            modes = [k for k, v in pooling_config.items() if k.startswith("pooling_mode_") and v]
+            if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_cls_token"], ["pooling_mode_lasttoken"]):
+                return None
+            config = config_json(self.config.model, self.config.revision) or {}
+            hidden = config.get("hidden_size") or (config.get("text_config") or {}).get("hidden_size")
+            width = pooling_config.get("word_embedding_dimension")
+            return int(hidden) if hidden and (width is None or int(width) == int(hidden)) else None
+        except Exception:  # any doubt: no expectation, the endpoints must still agree with each other
+            logger.debug("pooled width of %s not known", self.config.model, exc_info=True)
+            return None
 
     @property
     def capacity(self) -> tuple[int, int]:
@@ -210,32 +373,250 @@ class RemoteBackend:
             return "embed"
         return "classify" if self.config.score_template is not None else "score"
 
+    def _canary(self) -> TokenizedInput:
+        """The fixed input whose answer every endpoint must agree on: token ids spread over the vocabulary (read
+        from config.json, so the check needs no tokenizer), and for /score a fixed text pair."""
+        from ..model_config import config_json
+
+        config = config_json(self.config.model, self.config.revision) or {}
+        vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size") or 1000
+        ids = [1 + (k * 7919) % (max(int(vocab), 3) - 2) for k in range(1, 9)]
+        return TokenizedInput(ids, pair=(CANARY_QUERY, CANARY_TEXT) if self.route == "score" else None)
+
     def check(self) -> None:
-        """Ask every endpoint what it serves and whether it can do this model's job; say clearly if not."""
+        """Ask every endpoint what it serves and computes, and whether it can do this model's job; refuse a
+        fleet whose endpoints disagree (see the module docstring), naming them."""
+        self._ensure_open()
         if self._checked:
             return
-        _run(self._check_all())
+        self._canary_input = self._canary()
+        _run(self._check_all(self._canary_input))
         self._checked = True
 
-    async def _check_all(self) -> None:
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this fleet client was closed; create a new wrapper")
+
+    def _probe_client(self) -> Any:
         import httpx
 
-        timeout = httpx.Timeout(self.options.connect_timeout * 3, connect=self.options.connect_timeout)
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            problems = await asyncio.gather(*(self._check_one(client, e) for e in self.endpoints))
-        live = [e for e, p in zip(self.endpoints, problems) if p is None]
-        down = [f"{e.url}: {p.text}" for e, p in zip(self.endpoints, problems) if p is not None]
-        wrong = [f"{e.url}: {p.text}" for e, p in zip(self.endpoints, problems) if p is not None and p.wrong]
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        timeout = httpx.Timeout(self.options.probe_timeout, connect=self.options.connect_timeout)
+        return httpx.AsyncClient(timeout=timeout, headers=self._headers(), verify=self._tls)
+
+    async def _check_all(self, canary: TokenizedInput) -> None:
+        async with self._probe_client() as client:
+            problems = await asyncio.gather(*(self._check_one(client, e, canary) for e in self.endpoints))
+        wrong = [f"{e.name}: {p.text}" for e, p in zip(self.endpoints, problems) if p is not None and p.wrong]
         if wrong:
             raise RemoteEndpointError("endpoint(s) not usable for " + self.config.model + ": " + "; ".join(wrong))
+        live = [e for e, p in zip(self.endpoints, problems) if p is None]
+        down = [f"{e.name}: {p.text}" for e, p in zip(self.endpoints, problems) if p is not None]
         if not live:
             raise RemoteEndpointError("no endpoint answers: " + "; ".join(down) + ". Start servers with "
                                       "`mteb-vllm serve MODEL` and check the URLs and ports")
         for text in down:
-            logger.warning("endpoint left out: %s", text)
+            logger.warning("endpoint left out: %s (checked again during the run)", text)
         for e, p in zip(self.endpoints, problems):
             if p is not None:
                 e.ejected, e.reason = True, p.text
+        self._agree(live)
+        self._settle_length(live)
+
+    async def _check_one(self, client: Any, endpoint: Endpoint, canary: TokenizedInput) -> _Problem | None:
+        """The start's check, tried again on transient failures (a 500 or a dropped connection is a blip)."""
+        problem = None
+        for attempt in range(self.options.probe_attempts):
+            problem = await self._check_once(client, endpoint, canary)
+            if problem is None or problem.wrong:
+                return problem
+            if attempt + 1 < self.options.probe_attempts:
+                await asyncio.sleep(min(self.options.max_backoff, self.options.backoff * 2 ** attempt))
+        return problem
+
+    async def _check_once(self, client: Any, endpoint: Endpoint, canary: TokenizedInput) -> _Problem | None:
+        import httpx
+
+        try:
+            response = await client.get(f"{endpoint.url}/v1/models", auth=endpoint.auth)
+        except (httpx.HTTPError, OSError) as exc:
+            return _Problem(f"not reachable ({self._reason(exc)})")
+        if response.status_code in (401, 403):
+            return _Problem(_auth_problem(response.status_code, bool(self.options.api_key)), wrong=True)
+        try:
+            response.raise_for_status()
+            cards = response.json().get("data") or []
+            names = {str(c.get(k)) for c in cards for k in ("id", "root") if c.get(k)}
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            return _Problem(f"not answering /v1/models as vLLM does ({self._reason(exc)})")
+        identity = await self._identity(client, endpoint)
+        if isinstance(identity, _Problem):
+            return identity
+        if not self._same_weights(names, identity):
+            return _Problem(self._other_weights(names, identity), wrong=True)
+        endpoint.served = str(cards[0].get("id"))
+        endpoint.max_model_len = next((int(c["max_model_len"]) for c in cards if c.get("max_model_len")), None)
+        endpoint.identity = identity
+        return await self._probe(client, endpoint, canary)
+
+    async def _identity(self, client: Any, endpoint: Endpoint) -> dict[str, Any] | _Problem | None:
+        """What the endpoint says it computes; None for a server that does not say (not ``mteb-vllm serve``)."""
+        import httpx
+
+        try:
+            response = await client.get(f"{endpoint.url}{IDENTITY_PATH}", auth=endpoint.auth)
+        except (httpx.HTTPError, OSError) as exc:
+            return _Problem(f"not answering {IDENTITY_PATH} ({self._reason(exc)})")
+        if response.status_code in (404, 405):
+            return None
+        if response.status_code in (401, 403):
+            return _Problem(_auth_problem(response.status_code, bool(self.options.api_key)), wrong=True)
+        if response.status_code >= 500:
+            return _Problem(f"failing on {IDENTITY_PATH} (HTTP {response.status_code}: "
+                            f"{self._scrub(response.text[:200])})")
+        try:
+            identity = response.json()
+            if not isinstance(identity, dict) or not identity.get("dtype") or not identity.get("revision"):
+                raise ValueError("no dtype or revision")
+        except ValueError as exc:
+            return _Problem(f"answering {IDENTITY_PATH} with something else than an identity ({_reason(exc)})")
+        if identity.get("schema") != SCHEMA:
+            return _Problem(f"reports an identity of schema {identity.get('schema')!r}, this client reads schema "
+                            f"{SCHEMA}: run the same mteb-vllm version on servers and clients", wrong=True)
+        return identity
+
+    def _same_weights(self, names: set[str], identity: dict[str, Any] | None) -> bool:
+        """The endpoint runs our model's weights. With an identity: the same revision (a local folder's content
+        hash, a hub commit), whatever the folder or name it is served under. Without one, the names are all there
+        is: only the same id or path as ours is taken (another folder called ``model`` may hold a fine-tune)."""
+        if identity is not None and _known_revision(self.revision):
+            return identity.get("revision") == self.revision
+        return self.config.model.lower() in {s.lower() for s in names}
+
+    def _other_weights(self, names: set[str], identity: dict[str, Any] | None) -> str:
+        if identity is not None and _known_revision(self.revision):
+            return (f"serves {identity.get('path') or sorted(names)} at revision {identity.get('revision')}, but "
+                    f"{self.config.model} is revision {self.revision}: other weights (start the server from the "
+                    "same checkpoint)")
+        hint = ("; it does not report which weights it loaded (not started by `mteb-vllm serve`), so a model of "
+                "another name or path is not taken for this one: start it with `mteb-vllm serve`, or pass the "
+                "id it serves as --model") if names else ""
+        return f"serves {sorted(names) or 'nothing'}, not {self.config.model}{hint}"
+
+    async def _probe(self, client: Any, endpoint: Endpoint, canary: TokenizedInput) -> _Problem | None:
+        """The canary, a request of the kind this backend will send; None when the endpoint answers it well.
+
+        A 4xx answer means the server cannot do this job ("cannot ..."); no answer or a 5xx means it is not well
+        now, and it is left out like a server that is down. Garbage (NaN, zeros) is refused."""
+        path, body = self._request(endpoint, [canary])
+        try:
+            response = await client.post(f"{endpoint.url}{path}", json=body, auth=endpoint.auth)
+        except Exception as exc:
+            return _Problem(f"not answering {path} ({self._reason(exc)})")
+        if response.status_code in (401, 403):
+            return _Problem(_auth_problem(response.status_code, bool(self.options.api_key)), wrong=True)
+        if response.status_code >= 500:
+            return _Problem(f"failing on {path} (HTTP {response.status_code}: {self._scrub(response.text[:200])})")
+        if response.status_code >= 400:
+            what = {"embed": "embed (is it a pooling/embedding model? start it with `mteb-vllm serve`)",
+                    "classify": "score with the reranker's template head (start it with `mteb-vllm serve "
+                                "--template ...` so it has the yes/no score head)",
+                    "score": "score pairs (no classification head? start it with `mteb-vllm serve --task "
+                             "classify`)"}[self.route]
+            return _Problem(f"cannot {what}: HTTP {response.status_code} {self._scrub(response.text[:200])}",
+                            wrong=True)
+        try:
+            rows = self._parse(response.json(), 1)
+        except (ValueError, KeyError, TypeError, _Transient) as exc:
+            return _Problem(f"answering {path} with something else than vLLM's format ({_reason(exc)})")
+        garbage = _garbage(rows)
+        if garbage:
+            return _Problem(f"answers the canary input with {garbage}", wrong=True)
+        endpoint.canary = rows[0].reshape(-1)
+        return None
+
+    # --- agreement -----------------------------------------------------------------------------------------
+    def _tolerance(self, dtype: str) -> float:
+        return CANARY_TOLERANCE.get(dtype, max(CANARY_TOLERANCE.values()))
+
+    def _distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        if a.shape != b.shape:
+            return float("inf")
+        scale = 1.0 if a.size == 1 else max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-12)
+        return float(np.abs(a - b).max()) / scale
+
+    def _agree(self, live: list[Endpoint]) -> None:
+        """Refuse a fleet whose endpoints compute different things; settle its dtype, width and marker."""
+        reporting = [e for e in live if e.identity is not None]
+        groups: dict[str, list[Endpoint]] = {}
+        for e in reporting:
+            groups.setdefault(repr(sorted(computes(e.identity).items())), []).append(e)
+        if len(groups) > 1:
+            raise RemoteEndpointError(f"the endpoints compute {self.config.model} differently: "
+                                      + _differences(list(groups.values()))
+                                      + "; start every server with the same `mteb-vllm serve` command")
+        self.identity = computes(reporting[0].identity) if reporting else None
+        if self.identity is not None:
+            served = canonical(str(self.identity["dtype"]))
+            if self.requested_dtype != "auto" and self.requested_dtype != served:
+                raise RemoteEndpointError(
+                    f"the endpoints compute in {served} ({', '.join(e.name for e in reporting)}), not in the "
+                    f"{self.requested_dtype} asked for: restart them with `mteb-vllm serve {self.config.model} "
+                    f"--dtype {self.requested_dtype}`, or leave dtype out to evaluate in {served}")
+            convert = self.identity.get("convert")
+            if convert in ("embed", "classify") and self.config.convert in ("embed", "classify") \
+                    and convert != self.config.convert:
+                raise RemoteEndpointError(
+                    f"the endpoints run {self.config.model} as {convert}, not {self.config.convert}: restart them "
+                    f"with `mteb-vllm serve {self.config.model} --task {self.config.convert}`")
+            dtype = served
+        else:
+            dtype = self.requested_dtype if self.requested_dtype != "auto" else UNKNOWN_DTYPE
+        # the canary: every endpoint (reporting or not) must answer it as the others do
+        tolerance = self._tolerance(dtype)
+        order = reporting + [e for e in live if e.identity is None]
+        agreeing = {e.name: [o for o in order if self._distance(e.canary, o.canary) <= tolerance] for e in order}
+        best = max(order, key=lambda e: len(agreeing[e.name]))  # the first such: reporting ones first
+        majority = agreeing[best.name]
+        outsiders = [e for e in order if e not in majority]
+        if outsiders:
+            tied = [e for e in order if len(agreeing[e.name]) == len(majority) and e not in majority]
+            worst = max(self._distance(best.canary, e.canary) for e in outsiders)
+            what = (f"{', '.join(e.name for e in outsiders)} answer the canary input differently from "
+                    f"{', '.join(e.name for e in majority)}" if not tied or reporting else
+                    f"the endpoints answer the canary input differently ({', '.join(e.name for e in order)}; none "
+                    "reports what it computes, so it cannot be told which is right)")
+            raise RemoteEndpointError(
+                f"{what}: largest difference {worst:.3g} (relative), more than the {tolerance:g} allowed in "
+                f"{dtype}. They compute something else (other weights, precision, pooling or width); start every "
+                f"server with the same `mteb-vllm serve {self.config.model}` command")
+        self._reference = best.canary
+        self.width = int(best.canary.size) if self.route != "score" else 1
+        expected = self._expected_width()
+        if expected is not None and self.width != expected:
+            raise RemoteEndpointError(
+                f"{', '.join(e.name for e in order)} answer {self.width}-dim vectors, but {self.config.model} pools "
+                f"to {expected} dimensions: they serve another model")
+        self.dtype = dtype
+        self.verified = self.identity is not None
+        if self.identity is not None:
+            self.marker = fleet_marker(self.identity)
+            if not _known_revision(self.revision):  # e.g. a hub id this client could not resolve: the servers'
+                self.revision = self.identity.get("revision") or self.revision
+        else:
+            self.marker = fleet_marker({
+                "served": sorted({e.served for e in order}), "max_model_len": sorted({e.max_model_len or 0
+                                                                                    for e in order}),
+                "width": self.width, "endpoints": sorted(e.name for e in order),
+                "canary": [round(float(v), 3) for v in self._reference]})
+            logger.warning("%s do not report what they compute (not started by `mteb-vllm serve`): their canary "
+                           "answers agree, but their precision is %s; results and cache entries are kept apart "
+                           "under %s", ", ".join(e.name for e in order),
+                           f"taken as {dtype}, as asked" if dtype != UNKNOWN_DTYPE else "not known",
+                           f"backend={self.marker}")
+
+    def _settle_length(self, live: list[Endpoint]) -> None:
         lengths = {e.max_model_len for e in live if e.max_model_len}
         if len(lengths) > 1:
             raise RemoteEndpointError(f"the endpoints serve {self.config.model} with different context lengths "
@@ -255,47 +636,20 @@ class RemoteBackend:
                                self.max_model_len, served)
                 self.max_model_len = served
 
-    async def _check_one(self, client: Any, endpoint: Endpoint) -> _Problem | None:
-        import httpx
-
-        try:
-            response = await client.get(f"{endpoint.url}/v1/models")
-            response.raise_for_status()
-            cards = response.json().get("data") or []
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            return _Problem(f"not reachable ({_reason(exc)})")
-        names = {str(c.get(k)) for c in cards for k in ("id", "root") if c.get(k)}
-        if not _same_model(self.config.model, names):
-            return _Problem(f"serves {sorted(names) or 'nothing'}, not {self.config.model}", wrong=True)
-        endpoint.served = str(cards[0].get("id"))
-        endpoint.max_model_len = next((int(c["max_model_len"]) for c in cards if c.get("max_model_len")), None)
-        return await self._probe(client, endpoint)
-
-    async def _probe(self, client: Any, endpoint: Endpoint) -> _Problem | None:
-        """One tiny request of the kind this backend will send; None when the endpoint answers it.
-
-        A 4xx answer means the server cannot do this job ("cannot ..."); no answer or a 5xx means it is not well
-        now, and it is left out like a server that is down."""
-        path, body = self._request(endpoint, [TokenizedInput([1, 2], pair=("a", "b") if self.route == "score"
-                                                             else None)])
-        try:
-            response = await client.post(f"{endpoint.url}{path}", json=body)
-        except Exception as exc:
-            return _Problem(f"not answering {path} ({_reason(exc)})")
-        if response.status_code >= 500:
-            return _Problem(f"failing on {path} (HTTP {response.status_code}: {response.text[:200]})")
-        if response.status_code >= 400:
-            what = {"embed": "embed (is it a pooling/embedding model? start it with `mteb-vllm serve`)",
-                    "classify": "score with the reranker's template head (start it with `mteb-vllm serve "
-                                "--template ...` so it has the yes/no score head)",
-                    "score": "score pairs (no classification head? start it with `mteb-vllm serve --task "
-                             "classify`)"}[self.route]
-            return _Problem(f"cannot {what}: HTTP {response.status_code} {response.text[:200]}", wrong=True)
-        try:
-            self._parse(response.json(), 1)
-        except (ValueError, KeyError, TypeError, _Transient) as exc:
-            return _Problem(f"answering {path} with something else than vLLM's format ({_reason(exc)})")
-        return None
+    def _agrees_with_fleet(self, endpoint: Endpoint) -> str:
+        """Why a returning endpoint does not compute what the fleet computes ("" when it does)."""
+        if self.identity is not None and (endpoint.identity is None or computes(endpoint.identity) != self.identity):
+            return "it now reports another identity" if endpoint.identity else "it no longer reports its identity"
+        if self.width is not None and endpoint.canary is not None and self.route != "score" \
+                and endpoint.canary.size != self.width:
+            return f"it now answers {endpoint.canary.size}-dim vectors, the fleet's are {self.width}-dim"
+        if self._reference is not None and endpoint.canary is not None:
+            distance = self._distance(self._reference, endpoint.canary)
+            if distance > self._tolerance(self.dtype):
+                return f"its canary answer now differs by {distance:.3g}"
+        if self.max_model_len and endpoint.max_model_len and endpoint.max_model_len < self.max_model_len:
+            return f"it now serves max_model_len {endpoint.max_model_len}"
+        return ""
 
     # --- requests ----------------------------------------------------------------------------------------
     def _request(self, endpoint: Endpoint, items: list[TokenizedInput]) -> tuple[str, dict[str, Any]]:
@@ -353,10 +707,22 @@ class RemoteBackend:
 
     @property
     def info(self) -> BackendInfo:
-        live = [e.url for e in self.endpoints if not e.ejected]
+        """What runs the model. ``details``: ``endpoints``/``live`` counts, ``route``; once checked,
+        ``identity`` (``fleet-<hash>`` of what the fleet computes, for cache keys), ``verified`` (the servers
+        reported it, or only their canary answers agree), the servers' ``vllm``/``device`` where reported, and
+        ``results_marker`` (= ``identity``) for a fleet that reports nothing, whose results are filed apart."""
+        live = [e for e in self.endpoints if not e.ejected]
+        details: dict[str, Any] = {"endpoints": len(self.endpoints), "live": len(live), "route": self.route}
+        if self._checked:
+            details.update(identity=self.marker, verified=self.verified)
+            for key in ("vllm", "torch", "device"):
+                values = sorted({str(e.identity[key]) for e in self.endpoints if e.identity and e.identity.get(key)})
+                if values:
+                    details[key] = ", ".join(values)
+            if not self.verified:
+                details["results_marker"] = self.marker
         return BackendInfo(kind=self.kind, model=self.model, revision=self.revision, dtype=self.dtype,
-                           max_model_len=int(self.max_model_len or 0),
-                           details={"endpoints": len(self.endpoints), "live": len(live), "route": self.route})
+                           max_model_len=int(self.max_model_len or 0), details=details)
 
     @property
     def started(self) -> bool:
@@ -366,6 +732,7 @@ class RemoteBackend:
         self.check()
 
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
+        self._ensure_open()
         if not inputs:
             return np.zeros((0, 0), dtype=np.float32)
         with self._lock:
@@ -374,10 +741,13 @@ class RemoteBackend:
             if too_long:
                 raise UsageError(f"{len(too_long)} input(s) are longer than the endpoints' max_model_len "
                                  f"{self.max_model_len}; the wrapper truncates to the backend's max_model_len")
-            rows = _run(self._pool(inputs, desc))
+            for e in self.endpoints:  # a new call: every endpoint that was out gets its check again now
+                if e.ejected and not e.refused:
+                    e.retry_at, e.readmit_delay = 0.0, 0.0
+            rows = _run(self._pool(inputs, desc, self._canary_input))
         return np.stack([r.reshape(-1) for r in rows]).astype(np.float32, copy=False)
 
-    async def _pool(self, inputs: list[TokenizedInput], desc: str) -> list[np.ndarray]:
+    async def _pool(self, inputs: list[TokenizedInput], desc: str, canary: TokenizedInput) -> list[np.ndarray]:
         import httpx
         from tqdm.auto import tqdm
 
@@ -387,18 +757,23 @@ class RemoteBackend:
         # One client (connection pool) per endpoint: a shared pool scans every connection of the fleet for each
         # request it sends or finishes, which at 32 endpoints cost as much CPU as the JSON encoding.
         limits = httpx.Limits(max_connections=options.max_in_flight, max_keepalive_connections=options.max_in_flight)
-        timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
+        timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         wake = asyncio.Event()
         running: set[asyncio.Task] = set()
+        checks: set[asyncio.Task] = set()
         failure: list[BaseException] = []
         show = bool(desc) and not os.environ.get("MTEB_VLLM_NO_PROGRESS")
         started, tokens_done = time.perf_counter(), 0
+        outage_since: float | None = None
 
         async with contextlib.AsyncExitStack() as stack:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()
+            headers = self._headers()
             clients = {e.url: await stack.enter_async_context(
-                httpx.AsyncClient(timeout=timeout, limits=limits, verify=self._tls)) for e in self.endpoints}
+                httpx.AsyncClient(timeout=timeout, limits=limits, verify=self._tls, headers=headers))
+                for e in self.endpoints}
+            probe_client = await stack.enter_async_context(self._probe_client())
             with tqdm(total=len(inputs), desc=desc or "remote", unit="text", disable=not show,
                       dynamic_ncols=True) as bar:
 
@@ -410,11 +785,10 @@ class RemoteBackend:
                     except _Transient as exc:
                         self._failed(endpoint, exc)
                         batch.attempt += 1
+                        batch.garbage += int(exc.garbage)
                         batch.avoid.add(endpoint.url)
                         if batch.attempt >= options.attempts:
-                            failure.append(RemoteEndpointError(
-                                f"a batch of {len(items)} inputs failed {batch.attempt} times; last: "
-                                f"{endpoint.url}: {exc}"))
+                            failure.append(RemoteEndpointError(self._batch_failed(batch, len(items), endpoint, exc)))
                         else:
                             await asyncio.sleep(min(options.max_backoff, options.backoff * 2 ** (batch.attempt - 1)))
                             pending.append(batch)
@@ -433,12 +807,41 @@ class RemoteBackend:
                         endpoint.outstanding -= 1
                         wake.set()
 
+                async def recheck(endpoint: Endpoint) -> None:
+                    try:
+                        await self._recheck(probe_client, endpoint, canary)
+                    finally:
+                        endpoint.checking = False
+                        wake.set()
+
                 while (pending or running) and not failure:
+                    now = time.monotonic()
+                    for e in self.endpoints:  # out, not refused, due: check it again in the background
+                        if e.ejected and not e.refused and not e.checking and e.retry_at <= now:
+                            e.checking = True
+                            task = asyncio.ensure_future(recheck(e))
+                            checks.add(task)
+                            task.add_done_callback(checks.discard)
                     live = [e for e in self.endpoints if not e.ejected]
                     if not live:
-                        reasons = "; ".join(f"{e.url}: {e.reason}" for e in self.endpoints)
-                        failure.append(RemoteEndpointError(f"every endpoint was taken out ({reasons})"))
-                        break
+                        outage_since = outage_since if outage_since is not None else now
+                        waiting = [e for e in self.endpoints if not e.refused]
+                        if not waiting or now - outage_since > options.outage_wait:
+                            reasons = "; ".join(f"{e.name}: {e.refused or e.reason}" + (
+                                f", and its check again: {e.check_reason}" if e.check_reason and not e.refused
+                                else "") for e in self.endpoints)
+                            failure.append(RemoteEndpointError(
+                                f"every endpoint was taken out ({reasons})"
+                                + (f"; none came back within {options.outage_wait:g} s" if waiting else "")))
+                            break
+                        if outage_since == now:
+                            logger.warning("every endpoint is out; waiting up to %g s for one to pass its check "
+                                           "again", options.outage_wait)
+                        wake.clear()
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(wake.wait(), timeout=0.2)
+                        continue
+                    outage_since = None
                     dispatched = False
                     while pending:
                         batch = pending[0]
@@ -458,51 +861,135 @@ class RemoteBackend:
                     if not dispatched or not pending:
                         wake.clear()
                         if running:
-                            try:
+                            with contextlib.suppress(asyncio.TimeoutError):
                                 await asyncio.wait_for(wake.wait(), timeout=1.0)
-                            except asyncio.TimeoutError:
-                                pass
                         elif pending:
                             await asyncio.sleep(0.05)
-                for task in list(running):
+                for task in list(running) + list(checks):
                     task.cancel()
-                if running:
-                    await asyncio.gather(*running, return_exceptions=True)
+                if running or checks:
+                    await asyncio.gather(*running, *checks, return_exceptions=True)
+        for e in self.endpoints:
+            e.checking = False
         if failure:
             raise failure[0]
         return results  # type: ignore[return-value]
+
+    async def _recheck(self, client: Any, endpoint: Endpoint, canary: TokenizedInput) -> None:
+        """Check an endpoint that was taken out; re-admit it when it passes and computes what the fleet does."""
+        problem = await self._check_once(client, endpoint, canary)
+        if problem is None:
+            problem_text = self._agrees_with_fleet(endpoint)
+            if problem_text:
+                problem = _Problem(problem_text, wrong=True)
+        if problem is None:
+            endpoint.ejected, endpoint.failures, endpoint.reason, endpoint.check_reason = False, 0, "", ""
+            endpoint.readmit_delay = 0.0
+            logger.warning("endpoint %s passed its check again and is back in the fleet", endpoint.name)
+        elif problem.wrong:
+            endpoint.refused = problem.text
+            logger.warning("endpoint %s stays out: %s", endpoint.name, problem.text)
+        else:
+            endpoint.check_reason = problem.text
+            endpoint.readmit_delay = min(self.options.max_readmit_delay,
+                                         max(self.options.readmit_delay, 2 * endpoint.readmit_delay))
+            endpoint.retry_at = time.monotonic() + endpoint.readmit_delay
 
     async def _send(self, client: Any, endpoint: Endpoint, items: list[TokenizedInput]) -> list[np.ndarray]:
         import httpx
 
         path, body = self._request(endpoint, items)
         try:
-            response = await client.post(f"{endpoint.url}{path}", json=body)
+            response = await client.post(f"{endpoint.url}{path}", json=body, auth=endpoint.auth)
+        except httpx.TimeoutException as exc:
+            raise _Transient(f"no answer in time ({self._reason(exc) or type(exc).__name__}; --read-timeout / "
+                             "--connect-timeout set the limits)", timeout=True) from exc
         except httpx.HTTPError as exc:
-            raise _Transient(_reason(exc)) from exc
+            raise _Transient(self._reason(exc)) from exc
         if response.status_code >= 500 or response.status_code == 429:
-            raise _Transient(f"HTTP {response.status_code}: {response.text[:200]}")
+            raise _Transient(f"HTTP {response.status_code}: {self._scrub(response.text[:200])}")
         if response.status_code >= 400:
-            raise RemoteEndpointError(f"{endpoint.url}{path} refused a request: HTTP {response.status_code}: "
-                                      f"{response.text[:500]}")
+            raise RemoteEndpointError(f"{endpoint.name}{path} refused a request: HTTP {response.status_code}: "
+                                      f"{self._scrub(response.text[:500])}")
         try:
-            return self._parse(response.json(), len(items))
+            rows = self._parse(response.json(), len(items))
         except (ValueError, KeyError, TypeError) as exc:
-            raise _Transient(f"malformed answer ({_reason(exc)}): {response.text[:120]!r}") from exc
+            raise _Transient(f"malformed answer ({_reason(exc)}): {self._scrub(response.text[:120])!r}") from exc
+        garbage = _garbage(rows, self.width)
+        if garbage:
+            raise _Transient(f"answered {garbage}", garbage=True)
+        return rows
 
-    def _failed(self, endpoint: Endpoint, exc: BaseException) -> None:
+    def _batch_failed(self, batch: _Batch, size: int, endpoint: Endpoint, exc: BaseException) -> str:
+        text = f"a batch of {size} inputs failed {batch.attempt} times; last: {endpoint.name}: {exc}"
+        if batch.garbage == batch.attempt and len(batch.avoid) > 1 and "NaN" in str(exc):
+            text += (f". Every endpoint tried answers NaN/Inf for these inputs: the model overflows in "
+                     f"{self.dtype} on the servers; restart them with `mteb-vllm serve {self.config.model} "
+                     "--dtype float32`")
+        return text
+
+    def _failed(self, endpoint: Endpoint, exc: _Transient) -> None:
         endpoint.failures += 1
         endpoint.reason = str(exc)
-        if endpoint.failures >= self.options.eject_after and not endpoint.ejected:
+        if (endpoint.failures >= self.options.eject_after or exc.timeout) and not endpoint.ejected:
             endpoint.ejected = True
+            endpoint.readmit_delay = self.options.readmit_delay
+            endpoint.retry_at = time.monotonic() + endpoint.readmit_delay
             live = sum(1 for e in self.endpoints if not e.ejected)
-            logger.warning("endpoint %s taken out after %d failures in a row (%s); %d endpoint(s) go on",
-                           endpoint.url, endpoint.failures, exc, live)
+            logger.warning("endpoint %s taken out after %d failure(s) in a row (%s); %d endpoint(s) go on, and it "
+                           "is checked again in %g s", endpoint.name, endpoint.failures, exc, live,
+                           endpoint.readmit_delay)
         else:
-            logger.info("endpoint %s failed (%s); retrying elsewhere", endpoint.url, exc)
+            logger.info("endpoint %s failed (%s); retrying elsewhere", endpoint.name, exc)
 
     def close(self) -> None:
-        """Nothing to release: connections live only inside a call."""
+        """No connection outlives a call; after close every call raises, as a closed local engine does."""
+        self._closed = True
+
+
+def _auth_problem(status: int, have_key: bool) -> str:
+    if have_key:
+        return (f"refused our API key (HTTP {status}): pass the key the server was started with (--api-key, "
+                "MTEB_VLLM_API_KEY or VLLM_API_KEY)")
+    return (f"needs an API key (HTTP {status}): pass it with --api-key or MTEB_VLLM_API_KEY (VLLM_API_KEY, which "
+            "`vllm serve --api-key` also reads, works too)")
+
+
+def _known_revision(revision: str | None) -> bool:
+    """A revision that names exact weights: a content hash or a hub commit (not a branch name)."""
+    import re
+
+    return bool(revision) and (revision.startswith("local-") or bool(re.fullmatch(r"[0-9a-f]{40}", revision)))
+
+
+def _garbage(rows: list[np.ndarray], width: int | None = None) -> str:
+    """What is wrong with an answer's rows, or "": NaN/Inf values, another width than the fleet's, or all-zero
+    rows of two or more values (a pooled embedding or a softmax cannot be all zeros; a single score can)."""
+    sizes = {r.size for r in rows}
+    if width is not None and sizes != {width}:
+        return f"vectors of width {sorted(sizes)}, not the fleet's {width}"
+    if len(sizes) > 1:
+        return f"vectors of different widths {sorted(sizes)}"
+    matrix = np.stack([r.reshape(-1) for r in rows])
+    bad = int((~np.isfinite(matrix)).any(axis=1).sum())
+    if bad:
+        return f"{bad} of {len(rows)} vector(s) containing NaN or Inf"
+    if matrix.shape[1] > 1:
+        zeros = int((matrix == 0).all(axis=1).sum())
+        if zeros:
+            return f"{zeros} of {len(rows)} all-zero vector(s)"
+    return ""
+
+
+def _differences(groups: list[list[Endpoint]]) -> str:
+    """Which identity fields differ between groups of endpoints, and who reports what."""
+    identities = [computes(g[0].identity or {}) for g in groups]
+    fields = [k for k in identities[0] if len({repr(i.get(k)) for i in identities}) > 1]
+    parts = []
+    for key in fields:
+        parts.append(f"{key}: " + "; ".join(f"{', '.join(e.name for e in g)}: {i.get(key)}"
+                                             for g, i in zip(groups, identities)))
+    return " / ".join(parts)
 
 
 def _decode_base64_rows(values: list[str]) -> list[np.ndarray]:
@@ -517,20 +1004,6 @@ def _decode_base64_rows(values: list[str]) -> list[np.ndarray]:
     if size == 0 or size % 4 or any(len(r) != size for r in raw):
         raise _Transient(f"embeddings of different or invalid byte sizes ({sorted({len(r) for r in raw})[:4]})")
     return list(np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(raw), size // 4))
-
-
-def _same_model(model: str, served: set[str]) -> bool:
-    """The model an endpoint serves is ours: the same id, or, when one side is a local folder (a copy served by
-    path), the same folder name. Two hub ids must be equal: ``orgA/model`` is not ``orgB/model``."""
-    def tail(name: str) -> str:
-        return os.path.basename(os.path.normpath(name)).lower()
-
-    def is_path(name: str) -> bool:
-        return name.startswith(("/", ".", "~")) or os.path.isdir(name)
-
-    if model.lower() in {s.lower() for s in served}:
-        return True
-    return any((is_path(model) or is_path(s)) and tail(model) == tail(s) for s in served)
 
 
 def _reason(exc: BaseException) -> str:

@@ -49,7 +49,26 @@ def fleet_parser() -> argparse.ArgumentParser:
     g.add_argument("--endpoint", action="append", dest="endpoints", metavar="URL",
                    help="a `vllm serve` endpoint serving the model (repeatable); without it the model runs in "
                         "this process")
+    g.add_argument("--api-key", help="key of secured endpoints (`vllm serve --api-key`), sent as a bearer token "
+                                     "(default: $MTEB_VLLM_API_KEY, else $VLLM_API_KEY; the variables keep it out "
+                                     "of the process list)")
+    g.add_argument("--read-timeout", type=float, metavar="SECONDS",
+                   help="wait at most this long for one answer; an endpoint that times out is taken out and "
+                        "checked again (default: $MTEB_VLLM_READ_TIMEOUT or 120)")
+    g.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="wait at most this long for a connection (default: $MTEB_VLLM_CONNECT_TIMEOUT or 10)")
     return p
+
+
+def remote_options_arg(args: argparse.Namespace) -> Any:
+    """The fleet client's options from ``--api-key``/``--read-timeout``/``--connect-timeout`` (None without
+    ``--endpoint``; unset flags keep the environment's or the defaults)."""
+    if not getattr(args, "endpoints", None):
+        return None
+    from ..backends.remote import RemoteOptions
+
+    given = {"api_key": args.api_key, "read_timeout": args.read_timeout, "connect_timeout": args.connect_timeout}
+    return RemoteOptions(**{k: v for k, v in given.items() if v is not None})
 
 
 def cache_parser() -> argparse.ArgumentParser:

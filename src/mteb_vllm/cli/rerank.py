@@ -15,6 +15,7 @@ from .common import (
     fmt,
     model_parser,
     print_rows,
+    remote_options_arg,
 )
 
 
@@ -74,6 +75,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     reranker_args = dict(engine)
     if args.endpoints:  # the fleet serves the reranker; a dense first stage still runs in this process
         reranker_args["endpoints"] = args.endpoints
+        reranker_args["remote_options"] = remote_options_arg(args)
     if args.model_name:
         reranker_args["model_name"] = args.model_name
     if args.template:

@@ -18,6 +18,7 @@ from .common import (
     fmt,
     model_parser,
     print_rows,
+    remote_options_arg,
     resolve_model_args,
 )
 
@@ -82,7 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_task_data(tasks)
     cache_dir = cache_dir_arg(args)
     wrapper_kwargs = dict(model=model, revision=revision, model_name=name, endpoints=args.endpoints,
-                          ignore_prompt_errors=args.ignore_prompt_errors, cache_dir=cache_dir, **kwargs)
+                          remote_options=remote_options_arg(args), ignore_prompt_errors=args.ignore_prompt_errors,
+                          cache_dir=cache_dir, **kwargs)
     # lazy: the engine starts with the first text to encode, so a run whose tasks are all done starts none,
     # and with --workers this process only decides what is done and hands the rest out
     with VllmEncoderWrapper(lazy_start=True, **wrapper_kwargs) as encoder:

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serve import plan_server, start_server
+    from ..serve import plan_server, run_server
     from ..templates import TEMPLATES_BY_NAME
 
     engine = {k: v for k, v in engine_kwargs(args).items() if k not in ("revision", "trust_remote_code")}
@@ -48,9 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
           flush=True)
     if args.dry_run:
         return EXIT_OK
-    proc = start_server(plan)  # Ctrl-C or SIGTERM stop it with its engine processes (the CLI's signal handler)
-    code = proc.wait()
+    code = run_server(plan)  # the first Ctrl-C, SIGTERM or SIGHUP stops it with its engine processes
+    if code >= 128:
+        return code
     if code:
-        print(f"mteb-vllm: vllm serve exited with code {code}", file=sys.stderr)
+        print(f"mteb-vllm: vllm serve exited with code {code} (its output is above)", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

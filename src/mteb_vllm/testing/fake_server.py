@@ -6,7 +6,8 @@ requests and answers as vLLM 0.32 (``/health``, ``/v1/models``, ``/v1/embeddings
 output, ``/classify`` with token ids, ``/score`` with text pairs) and computes with FakeBackend, so its numbers
 are a pure function of each input's tokens: any split of the work over any number of servers gives the same
 result, bit for bit. It can be slow on purpose (per-token and per-request latency, a capacity limit), fail on
-purpose (an error rate, a kill at request N, malformed JSON), or serve another model.
+purpose (an error rate, a kill at request N, malformed JSON, NaN, zero or too wide vectors, a hang), serve
+another model, report an identity as ``mteb-vllm serve`` does, or demand an API key.
 
 Run one from a test with :class:`FakeServer` (a separate process, so its work does not share the client's GIL,
 and so it can really die), or by hand: ``python -m mteb_vllm.testing.fake_server --port 8100 --model m``.
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import TokenizedInput
+from ..serve_identity import IDENTITY_PATH
 from .fake_backend import FakeBackend
 
 
@@ -57,8 +59,21 @@ class FakeServerConfig:
     seed: int = 0
     #: The text of an injected failure's HTTP 500 answer.
     error_message: str = "injected failure"
-    #: False: answer zero vectors without computing (fleet simulations, where only the latency matters).
+    #: False: answer a constant vector without computing (fleet simulations, where only the latency matters).
     compute: bool = True
+    #: What ``GET /mteb-vllm/identity`` answers, as a server started by ``mteb-vllm serve`` does (None: 404, like
+    #: a plain ``vllm serve``).
+    identity: dict[str, Any] | None = None
+    #: Requests without ``Authorization: Bearer <api_key>`` get HTTP 401, as ``vllm serve --api-key`` answers.
+    api_key: str | None = None
+    #: Hostile answers from request ``bad_after`` on (the start's canary request is number 1): "nan" (NaN
+    #: vectors), "zeros" (all-zero vectors), "wide" (one value more per vector), "hang" (never answers).
+    bad: str | None = None
+    bad_after: int = 1
+    #: The first N requests to the model routes answer HTTP 500 (a server's blip), the later ones work.
+    fail_first: int = 0
+    #: Every answer multiplied by this (another precision's or another model's small differences).
+    scale: float = 1.0
 
 
 class _State:
@@ -70,6 +85,7 @@ class _State:
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(config.capacity) if config.capacity else None
         self.random = random.Random(config.seed)
+        self.released = threading.Event()  # set when a threaded server stops: hung requests end
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,9 +103,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _authorized(self) -> bool:
+        key = self.state.config.api_key
+        if key is None or self.path == "/health" or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._send(401, {"error": "Unauthorized"})
+        return False
+
     def do_GET(self) -> None:
         config = self.state.config
-        if self.path == "/health":
+        if not self._authorized():
+            return
+        if self.path == IDENTITY_PATH and config.identity is not None:
+            self._send(200, config.identity)
+        elif self.path == "/health":
             self._send(200, {})
         elif self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": config.model, "object": "model", "root": config.model,
@@ -104,12 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"{}")
         except ValueError:
             return self._send(400, {"error": {"message": "invalid JSON"}})
+        if not self._authorized():
+            return
         with state.lock:
             state.requests += 1
             number = state.requests
-            fail = state.random.random() < config.error_rate
+            fail = state.random.random() < config.error_rate or number <= config.fail_first
         if config.kill_at_request is not None and number >= config.kill_at_request:
             os._exit(1)  # a crashed server: the connection just drops
+        bad = config.bad if config.bad and number >= config.bad_after else None
+        if bad == "hang":
+            state.released.wait(3600)
+            return
         route = {"/v1/embeddings": "embed", "/classify": "classify", "/score": "score"}.get(self.path)
         if route is None:
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -132,7 +165,14 @@ class _Handler(BaseHTTPRequestHandler):
             if config.compute:
                 out = state.backend.pool(items, "embed" if route == "embed" else "classify")
             else:
-                out = np.zeros((len(items), config.dim if route == "embed" else config.num_labels), np.float32)
+                out = np.ones((len(items), config.dim if route == "embed" else config.num_labels), np.float32)
+            out = out * np.float32(config.scale) if config.scale != 1.0 else out
+            if bad == "nan":
+                out = np.full_like(out, np.nan)
+            elif bad == "zeros":
+                out = np.zeros_like(out)
+            elif bad == "wide":
+                out = np.concatenate([out, np.ones((len(out), 1), np.float32)], axis=1)
         finally:
             if state.slots is not None:
                 state.slots.release()
@@ -173,14 +213,18 @@ class _Handler(BaseHTTPRequestHandler):
         return {"object": "list", "model": model, "data": data, "usage": usage}
 
 
-def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 8100) -> None:
-    """Serve until killed (the tests stop it by killing its process)."""
+def make_server(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 8100) -> ThreadingHTTPServer:
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the fake server only listens on the loopback interface")
     handler = type("Handler", (_Handler,), {"state": _State(config)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
-    server.serve_forever()
+    return server
+
+
+def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 8100) -> None:
+    """Serve until killed (the tests stop it by killing its process)."""
+    make_server(config, host, port).serve_forever()
 
 
 def free_port() -> int:
@@ -190,16 +234,28 @@ def free_port() -> int:
 
 
 class FakeServer:
-    """A fake server in its own process, on a free loopback port: ``with FakeServer(config) as url: ...``."""
+    """A fake server in its own process, on a free loopback port: ``with FakeServer(config) as url: ...``.
 
-    def __init__(self, config: FakeServerConfig | None = None, *, port: int | None = None, start_timeout: float = 60):
+    ``threaded=True`` serves from a thread of this process instead (starts in milliseconds, for logic tests;
+    not with ``kill_at_request``, which would end this process)."""
+
+    def __init__(self, config: FakeServerConfig | None = None, *, port: int | None = None, start_timeout: float = 60,
+                 threaded: bool = False):
         self.config = config or FakeServerConfig()
+        if threaded and self.config.kill_at_request is not None:
+            raise ValueError("kill_at_request needs a fake server in its own process (threaded=False)")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.start_timeout = start_timeout
+        self.threaded = threaded
         self.proc: subprocess.Popen | None = None
+        self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> FakeServer:
+        if self.threaded:
+            self._server = make_server(self.config, port=self.port)
+            threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-vllm-serve").start()
+            return self
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mteb_vllm.testing.fake_server", "--port", str(self.port), "--config",
              json.dumps(asdict(self.config))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -217,13 +273,18 @@ class FakeServer:
         raise TimeoutError(f"fake server on {self.url} did not come up in {self.start_timeout} s")
 
     def stop(self) -> None:
+        if self._server is not None:
+            self._server.RequestHandlerClass.state.released.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._server is not None or (self.proc is not None and self.proc.poll() is None)
 
     def __enter__(self) -> str:
         self.start()
