@@ -143,6 +143,28 @@ def model_context_length(model: str, *, trust_remote_code: bool = False, revisio
     return min(values) if values else None
 
 
+#: Model types whose position ids start after the padding index (RoBERTa's ``padding_idx + 1`` offset).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text", "xmod")
+
+
+def usable_positions(model: str, revision: str | None = None) -> int | None:
+    """How many tokens the checkpoint's position table covers, from config.json alone: ``max_position_embeddings``,
+    less RoBERTa's offset (514 rows hold 512 positions); None for rotary positions (no table), ALiBi and
+    unreadable configs. The reference cannot read past it either (it fails), so no engine is started with a longer context."""
+    config = config_json(model, revision) or {}
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    positions = text.get("max_position_embeddings")
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if any(key in text for key in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_emb_base")) or \
+            text.get("position_embedding_type") in ("rotary", "rope"):
+        return None  # rotary positions have no table: the reference runs longer inputs, vLLM decides the limit
+    if text.get("model_type") in _OFFSET_POSITIONS or config.get("model_type") in _OFFSET_POSITIONS:
+        pad = text.get("pad_token_id")
+        positions -= (pad if isinstance(pad, int) else 1) + 1
+    return positions
+
+
 def load_tokenizer(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Any:
     """The Hugging Face tokenizer of ``model`` at ``revision``: what sentence-transformers and mteb's reference
     loaders tokenize with. Every backend hands it to the wrappers, which send token ids, so the engine's own
