@@ -19,7 +19,7 @@ RERANKING = MockRerankingTask().metadata
 
 def _reranker(max_model_len=64, **kwargs):
     backend = FakeBackend(max_model_len=max_model_len)
-    return VllmCrossEncoderWrapper("fake/reranker", backend=backend, **kwargs), backend
+    return VllmCrossEncoderWrapper("fake/reranker", backend=backend, max_model_len=max_model_len, **kwargs), backend
 
 
 def test_scores_follow_the_pairs_and_duplicates_are_scored_once():

@@ -164,10 +164,7 @@ class VllmWrapperBase:
         cache layer; the cache closes the inner backend only when the wrapper created it."""
         from .backends import create_backend
 
-        spec = self._backend_spec
-        while spec is not None and not isinstance(spec, str) and getattr(spec, "inner", None) is not None:
-            spec = spec.inner  # a shared wrapper's stack: share its engine, put this model's own layers on it
-        backend, owned = create_backend(spec, config, **self._backend_options)
+        backend, owned = create_backend(self._backend_spec, config, **self._backend_options)
         self._owns_engine = owned  # the engine itself, not the cache layer: only an own engine can be restarted
         try:
             backend = self._wrap_engine(backend)
@@ -202,6 +199,15 @@ class VllmWrapperBase:
         experiment = {**dict(base.experiment_kwargs or {}), **self._experiment_kwargs(), "dtype": dtype}
         return base.model_copy(deep=True, update={"name": self.resolved.name, "revision": revision,
                                                   "experiment_kwargs": experiment})
+
+    @property
+    def engine(self) -> Backend:
+        """The innermost backend: what computes (the vLLM engine, a fleet, a fake), under the cache and the model's
+        own layers. Share it with ``backend=wrapper.engine``."""
+        backend = self.backend
+        while getattr(backend, "inner", None) is not None:
+            backend = backend.inner
+        return backend
 
     @property
     def dtype(self) -> str:

@@ -189,8 +189,19 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
                 "pooler_config": pooler, "output_modules": describe(modules)}
 
     def _wrap_engine(self, backend: Any) -> Any:
-        from .backends.st_modules import StModulesBackend
+        """The model's sentence-transformers modules over the engine; a shared stack that already runs the same
+        modules is used as it is, one that runs another model's is refused (share ``wrapper.engine`` instead)."""
+        from .backends.st_modules import StModulesBackend, describe
 
+        layer = backend
+        while layer is not None:
+            if isinstance(layer, StModulesBackend):
+                if layer.chain == describe(self._st.post_modules):
+                    return backend
+                raise EngineArgumentError(
+                    "the shared backend runs another model's sentence-transformers modules; share the engine "
+                    "itself: backend=other_wrapper.engine")
+            layer = getattr(layer, "inner", None)
         return StModulesBackend(backend, self._st.post_modules)
 
     def _experiment_kwargs(self) -> dict[str, Any]:
@@ -267,7 +278,8 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         finally:
             self._desc = ""
         self.stats.seconds += time.perf_counter() - started
-        return np.asarray(out)
+        out = np.asarray(out)
+        return out if out.size else out.reshape(0, self.embedding_dim)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:
         """As the reference model computes it (sentence-transformers' similarity function from the model's config
@@ -375,7 +387,7 @@ def _text_loader(inputs: Any) -> Any:
             keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
             raise UnsupportedTaskError(f"this wrapper evaluates text only; the task gives {keys}")
         texts.extend(batch["text"])
-    return _loader(check_texts(texts, "text"))
+    return _loader(check_texts(texts, "input"))
 
 
 def _reference_context(st: Any, model: str, revision: str | None) -> int:

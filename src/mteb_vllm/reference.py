@@ -96,12 +96,13 @@ def _weights_blocked() -> Iterator[None]:
         PreTrainedModel.from_pretrained = original  # type: ignore[method-assign]
 
 
-def _refuse_kind(kind: str, name: str) -> Any:
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        raise UnsupportedModelError(f"{name}: mteb's loader builds a sentence-transformers {kind}; mteb-vllm "
-                                    "evaluates dense embedding models and cross-encoders. Evaluate it with "
-                                    f"mteb.get_model({name!r}) (the reference path)")
-    return factory
+def _refuse_kind(kind: str, name: str) -> type:
+    class Refused:
+        def __init__(self, *args: Any, **kwargs: Any):
+            raise UnsupportedModelError(f"{name}: mteb's loader builds a sentence-transformers {kind}; mteb-vllm "
+                                        "evaluates dense embedding models and cross-encoders. Evaluate it with "
+                                        f"mteb.get_model({name!r}) (the reference path)")
+    return Refused
 
 
 def _loader_name(loader: Any) -> str:
@@ -132,21 +133,22 @@ def build_reference(meta: ModelMeta | None, model_path: str, revision: str | Non
     name = meta.name if meta is not None and meta.name else model_path
     built: list[Any] = []
 
-    def make(cls: Any) -> Any:
-        def factory(model_name_or_path: Any = None, *args: Any, **kwargs: Any) -> Any:
-            kwargs.pop("device", None)  # our modules run on the CPU; the transformer runs where vLLM runs
-            if model_name_or_path not in (None, name, model_path):
-                raise UnsupportedModelError(
-                    f"{name}: mteb's loader builds {model_name_or_path!r}, not the model itself; mteb-vllm cannot "
-                    "tell which weights the reference evaluates")
-            kwargs["revision"] = revision
-            kwargs.setdefault("trust_remote_code", trust_remote_code)
-            if kwargs.get("trust_remote_code") and not trust_remote_code:
-                logger.info("%s: mteb's loader passes trust_remote_code=True", name)
-            model = cls(model_path, *args, **kwargs)
-            built.append(model)
-            return model
-        return factory
+    def make(cls: Any) -> type:
+        # A class, not a function: loaders and mteb check isinstance(model, CrossEncoder) against the patched name.
+        class StandIn(cls):  # type: ignore[misc, valid-type]
+            def __init__(self, model_name_or_path: Any = None, *args: Any, **kwargs: Any):
+                kwargs.pop("device", None)  # our modules run on the CPU; the transformer runs where vLLM runs
+                if model_name_or_path not in (None, name, model_path):
+                    raise UnsupportedModelError(
+                        f"{name}: mteb's loader builds {model_name_or_path!r}, not the model itself; mteb-vllm "
+                        "cannot tell which weights the reference evaluates")
+                kwargs["revision"] = revision
+                kwargs.setdefault("trust_remote_code", trust_remote_code)
+                super().__init__(model_path, *args, **kwargs)
+                built.append(self)
+
+        StandIn.__name__ = StandIn.__qualname__ = cls.__name__
+        return StandIn
 
     factories = {"SentenceTransformer": make(VllmSentenceTransformer), "CrossEncoder": make(VllmCrossEncoder),
                  "SparseEncoder": _refuse_kind("SparseEncoder (sparse model)", name),
@@ -176,6 +178,15 @@ def build_reference(meta: ModelMeta | None, model_path: str, revision: str | Non
     except ImportError as exc:  # the loader's own requirements (a package, a version range) are not met here
         raise UnsupportedModelError(f"{name}: {source} cannot run in this environment ({exc}); mteb-vllm reproduces "
                                     "what the reference does, so it cannot evaluate this model here") from exc
+    except OSError as exc:  # files missing, offline without a cached copy, gated repository
+        from .errors import ModelNotFoundError
+
+        raise ModelNotFoundError(f"{name}: the model's files cannot be read ({type(exc).__name__}: {exc}). Pass a "
+                                 "local folder, or check the id and the network (HF_HUB_OFFLINE=1 reads only the "
+                                 "local Hugging Face cache)") from exc
+    except Exception as exc:  # the loader itself fails: the reference cannot be built, so neither can ours
+        raise UnsupportedModelError(f"{name}: {source} fails ({type(exc).__name__}: {exc}), so the reference's "
+                                    "setup cannot be reproduced") from exc
     if not built:
         raise UnsupportedModelError(
             f"{name}: {source} built no sentence-transformers model, so mteb-vllm cannot put vLLM under it. Evaluate "

@@ -329,7 +329,7 @@ class VllmSentenceTransformer(_EngineForward, SentenceTransformer):
             raise TypeError("encode() takes the inputs positionally and everything else by keyword")
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
-        check_texts(texts, "text")
+        check_texts(texts, "input")
         for key in ("pool", "chunk_size"):
             if kwargs.get(key) is not None:
                 raise UnsupportedModelError(f"encode({key}=...): multi-process encoding does not apply to vLLM")

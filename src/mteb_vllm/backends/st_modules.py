@@ -72,6 +72,7 @@ class StModulesBackend:
 
     def __init__(self, inner: Backend, modules: list[Any]):
         self.inner = inner
+        self.chain = describe(list(modules))
         self.engine_pooling, self.modules = plan(list(modules))
         self.description = ("vllm " + (self.engine_pooling or "ALL tokens") + (" > " if self.modules else "")
                             + describe(self.modules))

@@ -94,7 +94,7 @@ def fake_model_folder() -> str:
     folder = Path(tempfile.mkdtemp(prefix="mteb-vllm-fake-model-"))
     config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": FAKE_HIDDEN,
               "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 2 * FAKE_HIDDEN,
-              "max_position_embeddings": 128, "vocab_size": 300, "type_vocab_size": 2, "pad_token_id": 0}
+              "max_position_embeddings": 8192, "vocab_size": 300, "type_vocab_size": 2, "pad_token_id": 0}
     (folder / "config.json").write_text(json.dumps(config))
     byte_tokenizer().save_pretrained(str(folder))
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
