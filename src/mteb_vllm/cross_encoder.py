@@ -18,7 +18,7 @@ from .base import VllmWrapperBase
 from .gc_pause import frozen_heap
 from .errors import EngineArgumentError, MtebVllmError
 from .templates import ScoreTemplate, registry_template
-from .tokenizing import check_texts, tokenize_pairs, tokenize_templated
+from .tokenizing import check_texts, tokenize_templated
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -201,11 +201,8 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         unique = list(dict.fromkeys(triples))
         position = {t: i for i, t in enumerate(unique)}
         tokenizer, max_len = self.backend.tokenizer, self.backend.max_model_len
-        if self.template is not None:
-            tokens, report = tokenize_templated(tokenizer, self.template, [t[1] for t in unique],
-                                                [t[2] for t in unique], [t[0] for t in unique], max_len)
-        else:
-            tokens, report = tokenize_pairs(tokenizer, [t[1] for t in unique], [t[2] for t in unique], max_len)
+        tokens, report = tokenize_templated(tokenizer, self.template, [t[1] for t in unique],
+                                            [t[2] for t in unique], [t[0] for t in unique], max_len)
         report.log("pairs", self.mteb_model_meta.name)
         pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores")
         scores = self._to_scores(pooled)

@@ -36,7 +36,7 @@ from torch import nn
 
 from .backends.base import TokenizedInput
 from .errors import InvalidInputError, UnsupportedModelError
-from .tokenizing import TruncationReport, check_texts
+from .tokenizing import TOKENIZER_LOCK, TruncationReport, check_texts
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,10 @@ class EngineTransformer(Transformer):
         return _EngineStub(config)
 
     def preprocess(self, inputs: Any, prompt: str | None = None, processing_kwargs: Any = None, **kwargs: Any):
+        with TOKENIZER_LOCK:  # a fast tokenizer's truncation setting is state; threads share this module
+            return self._preprocess(inputs, prompt, processing_kwargs, kwargs)
+
+    def _preprocess(self, inputs: Any, prompt: str | None, processing_kwargs: Any, kwargs: dict[str, Any]):
         features = super().preprocess(inputs, prompt=prompt, processing_kwargs=processing_kwargs, **kwargs)
         if self.__dict__.get("_measuring_prompt"):
             return features
