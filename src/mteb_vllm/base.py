@@ -124,6 +124,15 @@ class VllmWrapperBase:
         self._backend_spec = backend
         self._backend_options: dict[str, Any] = {"endpoints": list(endpoints) if endpoints else None,
                                                  "lazy": lazy_start}
+        if backend in (None, "local", "remote") or endpoints:
+            from .errors import UnsupportedModelError
+            from .model_config import engine_unsupported
+
+            why = engine_unsupported(self.resolved.path, self.resolved.revision)
+            if why:
+                raise UnsupportedModelError(f"{self.resolved.name} cannot run on vLLM ({why}). Evaluate it with "
+                                            f"mteb.get_model({self.resolved.name!r}) (sentence-transformers, the "
+                                            "reference path)")
         self.config = config
         self._prepare()  # the subclass's own checks and registry lookups, before any engine starts
         self.config = dataclasses.replace(config, score_template=self._score_template(), **self._engine_settings())

@@ -315,8 +315,19 @@ class LocalVllmBackend:
                     "in-process" if self.in_process else "worker processes")
 
     def _explain_start_failure(self, exc: Exception) -> Exception:
+        import re
+
         text = f"{type(exc).__name__}: {exc}"
         low = text.lower()
+        unsupported = re.search(r"architectures? (\[[^\]]*\]) (?:are|is) not supported", text)
+        if unsupported:  # vLLM appends every architecture it knows; the one that matters is the model's
+            from ..errors import UnsupportedModelError
+
+            return UnsupportedModelError(
+                f"vLLM cannot run {self.config.model!r}: its architecture {unsupported.group(1)} has no vLLM "
+                "implementation. Its Transformers backend may run it: pass model_impl='transformers' (CLI: "
+                "--model-impl transformers) and check the scores with mteb-vllm parity; or evaluate it with "
+                "mteb.get_model(name) (the reference path).")
         if any(s in low for s in ("repository not found", "does not appear to have", "offline", "couldn't connect",
                                   "cannot find the requested files", "not a local folder")):
             return ModelNotFoundError(
