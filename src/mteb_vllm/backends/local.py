@@ -326,7 +326,7 @@ class LocalVllmBackend:
             return UnsupportedModelError(
                 f"vLLM cannot run {self.config.model!r}: its architecture {unsupported.group(1)} has no vLLM "
                 "implementation. Its Transformers backend may run it: pass model_impl='transformers' (CLI: "
-                "--model-impl transformers) and check the scores with mteb-vllm parity; or evaluate it with "
+                "--engine-arg model_impl=transformers) and check the scores with mteb-vllm parity; or evaluate it with "
                 "mteb.get_model(name) (the reference path).")
         if any(s in low for s in ("repository not found", "does not appear to have", "offline", "couldn't connect",
                                   "cannot find the requested files", "not a local folder")):
