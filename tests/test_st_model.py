@@ -172,7 +172,8 @@ def test_cross_encoders_score_as_cross_encoder_predict_does(folders, num_labels,
     folder = _cross_encoder(tmp, minilm, f"ce-{num_labels}-{activation}", num_labels, activation)
     queries = ["which river", "a b c " * 30, "cats"]
     docs = ["the longest river " * 20, "short", "cats purr"]
-    ref = np.asarray(CrossEncoder(folder, device="cpu").predict(list(zip(queries, docs))))
+    ref = np.asarray(CrossEncoder(folder, device="cpu").predict(list(zip(queries, docs)),
+                                                                apply_softmax=num_labels == 2))
     ours = VllmCrossEncoderWrapper(folder, backend="hf_backend:HfBackend").score_pairs(queries, docs)
     expected = ref if ref.ndim == 1 else ref[:, 1]  # two labels: the "relevant" column
     assert np.abs(ours - expected).max() < 1e-6

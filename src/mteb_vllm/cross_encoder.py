@@ -217,7 +217,11 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         pairs = [(self.query_prefix + q, self.document_prefix + d) for q, d in zip(queries, documents)]
         self._desc = desc
         try:
-            scores = np.asarray(self._st.predict(pairs, convert_to_numpy=True), dtype=np.float32)
+            # Two labels ([not relevant, relevant]): mteb's own reranking fails on two scores per pair (float() of
+            # an array), so there is no reference number; the relevance is P(relevant), as
+            # CrossEncoder.predict(apply_softmax=True)[:, 1] gives it.
+            scores = np.asarray(self._st.predict(pairs, convert_to_numpy=True,
+                                                 apply_softmax=self._st.num_labels == 2), dtype=np.float32)
         finally:
             self._desc = ""
         self.seconds += time.perf_counter() - started
