@@ -19,7 +19,7 @@ RERANKING = MockRerankingTask().metadata
 
 def _reranker(max_model_len=64, **kwargs):
     backend = FakeBackend(max_model_len=max_model_len)
-    return VllmCrossEncoderWrapper("fake/reranker", backend=backend, **kwargs), backend
+    return VllmCrossEncoderWrapper("fake/reranker", backend=backend, max_model_len=max_model_len, **kwargs), backend
 
 
 def test_scores_follow_the_pairs_and_duplicates_are_scored_once():
@@ -33,19 +33,22 @@ def test_scores_follow_the_pairs_and_duplicates_are_scored_once():
 
 
 def test_long_pairs_are_cut_longest_first_and_every_cut_is_counted():
-    """As sentence-transformers' CrossEncoder (truncation=True): tokens come off the longer side first."""
-    from mteb_vllm.tokenizing import tokenize_pairs
-
+    """sentence-transformers' CrossEncoder tokenizes (truncation "longest_first": tokens come off the longer side
+    first); the wrapper counts every cut and the backend never sees more than the context length."""
     reranker, backend = _reranker(max_model_len=40)
     short_query, long_query = "which river", "q" * 60
+    seen = []
+    real_pool = backend.pool
+    backend.pool = lambda inputs, task, **kw: (seen.extend(inputs), real_pool(inputs, task, **kw))[1]
     scores = reranker.score_pairs([short_query, short_query, long_query], ["short doc", "water " * 100, "d" * 10])
     assert np.isfinite(scores).all() and reranker.truncated == 2
     tok = byte_tokenizer()
-    (_, doc_cut, query_cut), report = tokenize_pairs(tok, [short_query, short_query, long_query],
-                                                     ["short doc", "water " * 100, "d" * 10], 40)
-    assert [len(doc_cut), len(query_cut)] == [40, 40] and report.truncated == 2
+    doc_cut = next(i for i in seen if "water" in tok.decode(i.token_ids))
+    query_cut = next(i for i in seen if "qqq" in tok.decode(i.token_ids))
+    assert [len(doc_cut), len(query_cut)] == [40, 40]
     assert tok.decode(doc_cut.token_ids[: doc_cut.second_segment_start]).count("which river") == 1  # query kept
     assert tok.decode(query_cut.token_ids[query_cut.second_segment_start:]).count("d") == 10  # document kept
+    assert doc_cut.pair == ("which river", ("water " * 100)[:26])  # what a server taking text must be sent
 
 
 def test_lengths_must_match_and_empty_is_empty():

@@ -20,9 +20,12 @@ from mteb_vllm.errors import (
     EngineArgumentError,
     ModelNotFoundError,
     NonFiniteOutputError,
-    PromptReplayError,
+    UnsupportedModelError,
 )
+import shutil
+
 from mteb_vllm.testing import FakeBackend
+from mteb_vllm.testing.fake_backend import fake_model_folder
 
 STS = MockSTSTask().metadata
 RETRIEVAL = MockRetrievalTask().metadata
@@ -35,8 +38,9 @@ def _encode(wrapper, texts, meta=STS, prompt_type=None, subset="default"):
 
 def _shared(**kwargs):
     """A wrapper on a FakeBackend the test holds, so it can count what reached the 'engine'."""
-    backend = FakeBackend(max_model_len=kwargs.pop("max_model_len", 64))
-    return VllmEncoderWrapper("fake/encoder", backend=backend, **kwargs), backend
+    max_len = kwargs.pop("max_model_len", 64)
+    backend = FakeBackend(max_model_len=max_len)
+    return VllmEncoderWrapper("fake/encoder", backend=backend, max_model_len=max_len, **kwargs), backend
 
 
 def test_duplicates_reach_the_backend_once_and_order_is_kept():
@@ -120,20 +124,21 @@ class _BrokenLoader:
         raise RuntimeError("needs a GPU-only package")
 
 
-def test_a_prompt_replay_that_fails_is_an_error_unless_opted_out(caplog):
+def test_a_registry_loader_that_fails_is_refused_unless_opted_out(caplog):
     meta = _meta_with_loader(loader=_BrokenLoader)
     backend = FakeBackend()
-    with pytest.raises(PromptReplayError, match=r"test/subset-model .*RuntimeError: needs a GPU-only package.*"
-                                                r"ignore_prompt_errors=True"):
+    with pytest.raises(UnsupportedModelError, match=r"test/subset-model: mteb registry loader _BrokenLoader fails "
+                                                    r"\(RuntimeError: needs a GPU-only package\)"):
         VllmEncoderWrapper(meta, backend=backend)
     with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
         wrapper = VllmEncoderWrapper(meta, backend=backend, ignore_prompt_errors=True)
     assert wrapper.resolve_prompt(STS, None).prefix == ""
-    assert "evaluating without prompts" in caplog.text
+    assert "mteb's default sentence-transformers setup instead" in caplog.text
+    assert wrapper.mteb_model_meta.experiment_kwargs["loader"] == "default"
 
 
 def test_unknown_model_uses_its_own_sentence_transformers_prompts(tmp_path):
-    (tmp_path / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
+    shutil.copytree(fake_model_folder(), tmp_path, dirs_exist_ok=True)
     (tmp_path / "config_sentence_transformers.json").write_text('{"prompts": {"query": "Q: ", "document": "D: "}}')
     wrapper = VllmEncoderWrapper(str(tmp_path), backend=FakeBackend())
     assert wrapper.resolve_prompt(RETRIEVAL, PromptType.query).prefix == "Q: "

@@ -168,9 +168,9 @@ def test_models_with_their_own_code_need_consent(tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["X"], "auto_map": {"AutoModel": "m.X"}}')
     with pytest.raises(RemoteCodeError, match="trust_remote_code=True .*--trust-remote-code"):
         VllmEncoderWrapper(str(tmp_path), backend=FakeBackend())
-    wrapper = VllmEncoderWrapper(str(tmp_path), backend=FakeBackend(), trust_remote_code=True,
-                                 ignore_prompt_errors=True)
-    assert wrapper.config.trust_remote_code is True
+    from mteb_vllm.resolve import resolve_model
+
+    assert resolve_model(str(tmp_path), trust_remote_code=True).trust_remote_code is True
 
 
 # --- leaks: names that would write outside the output folder ---------------------------------------------------
@@ -234,7 +234,8 @@ def test_threads_sharing_a_wrapper_tokenize_and_truncate_correctly(minilm_path):
     from mteb_vllm.model_config import load_tokenizer
 
     tokenizer = load_tokenizer(minilm_path)
-    encoder = VllmEncoderWrapper(minilm_path, backend=FakeBackend(max_model_len=16, tokenizer=tokenizer))
+    encoder = VllmEncoderWrapper(minilm_path, backend=FakeBackend(max_model_len=16, tokenizer=tokenizer),
+                                 max_model_len=16)
     texts = {i: [f"thread {i} " + "long words here " * (5 + j) for j in range(40)] for i in range(6)}
     expected = {i: encoder.embed_texts(t) for i, t in texts.items()}
     results = _embed_in_threads(encoder, texts, calls=5)

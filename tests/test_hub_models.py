@@ -66,10 +66,10 @@ def test_the_local_engine_loads_and_records_the_resolved_commit(offline_cache):
     from mteb_vllm.backends.local import LocalVllmBackend
 
     wrapper = VllmEncoderWrapper(REPO, backend="local", lazy_start=True)  # nothing starts: only files are read
-    assert isinstance(wrapper.backend, LocalVllmBackend) and not wrapper.backend.started
-    assert wrapper.backend.config.revision == COMMIT  # the engine would load exactly this commit ...
+    assert isinstance(wrapper.engine, LocalVllmBackend) and not wrapper.engine.started
+    assert wrapper.engine.config.revision == COMMIT  # the engine would load exactly this commit ...
     assert wrapper.mteb_model_meta.revision == COMMIT  # ... and the results name it
-    assert wrapper.backend.max_model_len == 256  # read from the cached sentence-transformers config
+    assert wrapper.engine.max_model_len == 256  # read from the cached sentence-transformers config
     wrapper.close()
 
 

@@ -152,11 +152,10 @@ def test_a_precision_settled_at_engine_start_files_results_under_it_and_evaluate
 def test_prompt_and_context_settings_are_part_of_a_results_identity(tmp_path, monkeypatch):
     """A run with other prompts (the caller's, or none because the registry's could not be replayed) or another
     context length is never resumed from, or filed with, a run with the defaults."""
-    import mteb_vllm.encoder as encoder_module
-    from mteb_vllm.errors import PromptReplayError
+    from mteb_vllm.errors import UnsupportedModelError
 
     def run(**kwargs):
-        model = VllmEncoderWrapper("fake/encoder", backend=FakeBackend(), dtype="float32", **kwargs)
+        model = VllmEncoderWrapper("intfloat/e5-small", backend=FakeBackend(), dtype="float32", **kwargs)
         summary = run_tasks(model, _tasks()[:1], output_folder=tmp_path, show_progress_bar=False)
         return summary.outcomes[0].status, model.mteb_model_meta.experiment_name
 
@@ -166,10 +165,16 @@ def test_prompt_and_context_settings_are_part_of_a_results_identity(tmp_path, mo
     assert run(prompt_dict={"STS": "Represent this sentence: "}) == ("done before", name)
     assert run(max_model_len=64) == ("evaluated", "dtype_float32__max_model_len_64")
 
-    def failing_replay(*args, **kwargs):
-        raise PromptReplayError("the reference loader cannot be built here")
+    from mteb_vllm import reference
 
-    monkeypatch.setattr(encoder_module, "reference_prompts", failing_replay)
-    assert run(ignore_prompt_errors=True) == ("evaluated", "dtype_float32__prompts_none")
+    real = reference.build_reference
+
+    def failing_registry_loader(meta, *args, **kwargs):
+        if meta is not None:
+            raise UnsupportedModelError("the registry's loader cannot be reproduced here")
+        return real(meta, *args, **kwargs)
+
+    monkeypatch.setattr(reference, "build_reference", failing_registry_loader)
+    assert run(ignore_prompt_errors=True) == ("evaluated", "dtype_float32__loader_default")
     monkeypatch.undo()
     assert run() == ("done before", "dtype_float32")

@@ -111,6 +111,7 @@ class VllmWrapperBase:
               gpu_memory_utilization: float | None, hf_overrides: dict[str, Any] | None, pooler_config: Any,
               enforce_eager: bool | None, model_name: str | None, backend: Any, endpoints: list[str] | None,
               lazy_start: bool, cache_dir: Any, remote_options: Any, engine_kwargs: dict[str, Any]) -> None:
+        self._user_max_model_len = max_model_len
         self.resolved = resolve_model(model, revision, model_name=model_name, trust_remote_code=trust_remote_code)
         check_path_name(self.resolved.name, "model name")
         self.model_path = self.resolved.path
@@ -123,11 +124,21 @@ class VllmWrapperBase:
             gpu_memory_utilization=gpu_memory_utilization, hf_overrides=hf_overrides, pooler_config=pooler_config,
             enforce_eager=enforce_eager, convert=self.convert, engine_kwargs=dict(engine_kwargs),
         )
-        self._prepare()  # the subclass's own checks and registry lookups, before any engine starts
-        self.config = dataclasses.replace(config, score_template=self._score_template())
         self._backend_spec = backend
         self._backend_options: dict[str, Any] = {"endpoints": list(endpoints) if endpoints else None,
                                                  "lazy": lazy_start, "options": remote_options}
+        if backend in (None, "local", "remote") or endpoints:
+            from .errors import UnsupportedModelError
+            from .model_config import engine_unsupported
+
+            why = engine_unsupported(self.resolved.path, self.resolved.revision)
+            if why:
+                raise UnsupportedModelError(f"{self.resolved.name} cannot run on vLLM ({why}). Evaluate it with "
+                                            f"mteb.get_model({self.resolved.name!r}) (sentence-transformers, the "
+                                            "reference path)")
+        self.config = config
+        self._prepare()  # the subclass's own checks and registry lookups, before any engine starts
+        self.config = dataclasses.replace(config, score_template=self._score_template(), **self._engine_settings())
         self.cache_dir = cache_dir
         self.precision_fallbacks: list[str] = []
         self.backend, self._owns_backend = self._build_backend(self.config)
@@ -144,11 +155,20 @@ class VllmWrapperBase:
         """An LLM reranker's score template for the backend (None for everything else)."""
         return None
 
+    def _engine_settings(self) -> dict[str, Any]:
+        """What the model's reference setup decides for the engine (context length, pooling, the modules run after
+        it), as :class:`EngineConfig` fields; settled in ``_prepare``, before any engine starts."""
+        return {}
+
+    def _wrap_engine(self, backend: Backend) -> Backend:
+        """The layers between the cache and the engine that the model needs (its sentence-transformers modules)."""
+        return backend
+
     def _experiment_kwargs(self) -> dict[str, Any]:
         """Settings that change the scores, beyond the precision, recorded with the results so that a run with
         them is never resumed from (or filed with) a run without them. Only settings the user chose appear, so
         a run with the defaults keeps mteb's usual folder (``experiments/dtype_<precision>``)."""
-        return {"max_model_len": self.config.max_model_len} if self.config.max_model_len else {}
+        return {"max_model_len": self._user_max_model_len} if self._user_max_model_len else {}
 
     # --- backend and metadata ------------------------------------------------------------------------------
     def _build_backend(self, config: EngineConfig) -> tuple[Backend, bool]:
@@ -158,6 +178,12 @@ class VllmWrapperBase:
 
         backend, owned = create_backend(self._backend_spec, config, **self._backend_options)
         self._owns_engine = owned  # the engine itself, not the cache layer: only an own engine can be restarted
+        try:
+            backend = self._wrap_engine(backend)
+        except BaseException:
+            if owned:
+                backend.close()
+            raise
         if self.cache_dir is None:
             return backend, owned
         from .backends.cached import CachedBackend
@@ -188,6 +214,15 @@ class VllmWrapperBase:
             experiment["backend"] = marker
         return base.model_copy(deep=True, update={"name": self.resolved.name, "revision": revision,
                                                   "experiment_kwargs": experiment})
+
+    @property
+    def engine(self) -> Backend:
+        """The innermost backend: what computes (the vLLM engine, a fleet, a fake), under the cache and the model's
+        own layers. Share it with ``backend=wrapper.engine``."""
+        backend = self.backend
+        while getattr(backend, "inner", None) is not None:
+            backend = backend.inner
+        return backend
 
     @property
     def dtype(self) -> str:

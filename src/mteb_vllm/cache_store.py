@@ -53,8 +53,10 @@ class CacheError(MtebVllmError, OSError):
 
 
 # --- keys and fingerprints ------------------------------------------------------------------------------------
-def item_key(task: str, token_ids: list[int], token_type_ids: list[int] | None) -> bytes:
-    """16 bytes identifying one engine input: the pooling task, the token ids and the segment ids."""
+def item_key(task: str, token_ids: list[int], token_type_ids: list[int] | None,
+             prompt_length: int | None = None) -> bytes:
+    """16 bytes identifying one engine input: the pooling task, the token ids, the segment ids and, for a pooling
+    that leaves the prompt out, the prompt's length."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(task.encode())
     digest.update(b"\0")
@@ -62,6 +64,8 @@ def item_key(task: str, token_ids: list[int], token_type_ids: list[int] | None) 
     if token_type_ids is not None and any(token_type_ids):
         digest.update(b"\1")
         digest.update(np.asarray(token_type_ids, dtype=np.int8).tobytes())
+    if prompt_length is not None:
+        digest.update(b"\2" + str(prompt_length).encode())
     return digest.digest()
 
 
@@ -107,6 +111,7 @@ def fingerprint_fields(info: Any, config: Any) -> dict[str, Any]:
         "hf_overrides": json.dumps(getattr(config, "hf_overrides", None) or {}, sort_keys=True, default=repr),
         "head_dtype": getattr(config, "head_dtype", None),
         "score_template": repr(template) if template is not None else None,
+        **({"output_modules": config.output_modules} if getattr(config, "output_modules", None) else {}),
     }
 
 

@@ -79,6 +79,11 @@ class EngineConfig:
     #: An LLM reranker's :class:`~mteb_vllm.templates.ScoreTemplate`: the backend turns it into the engine's
     #: score head (``hf_overrides``) and context cap, so no wrapper has to know how an engine does that.
     score_template: Any = None
+    #: The sentence-transformers modules run on the engine's output (:mod:`mteb_vllm.backends.st_modules`), in
+    #: words and weight digests. Not an engine argument: it names what turns the engine's output into the
+    #: model's vectors, so it is part of the cache fingerprint, and it tells the engine to hide those modules'
+    #: files from vLLM (which would apply some of them itself, differently).
+    output_modules: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

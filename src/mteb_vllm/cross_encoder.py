@@ -18,7 +18,7 @@ from .base import VllmWrapperBase
 from .gc_pause import frozen_heap
 from .errors import EngineArgumentError, MtebVllmError
 from .templates import ScoreTemplate, registry_template
-from .tokenizing import check_texts, tokenize_pairs, tokenize_templated
+from .tokenizing import check_texts, tokenize_templated
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -75,18 +75,16 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         super().__init__(model, revision, **engine_args)
 
     def _prepare(self) -> None:
-        """Template and prefixes from mteb's registry (explicit arguments win), and the checks that need
-        them, before any engine starts."""
+        """Template, or mteb's reference cross-encoder built over the stand-in (its prefixes, activation, label
+        count and context length), and the checks that need them, before any engine starts."""
         from .errors import MissingScoreHeadError
         from .model_config import has_classifier_head
 
         meta = self.registry_meta
-        loader_kwargs = dict(getattr(meta, "loader_kwargs", None) or {})
         self.template = self._template_arg if self._template_arg is not None else registry_template(meta)
-        self.query_prefix = (self._query_prefix_arg if self._query_prefix_arg is not None
-                             else loader_kwargs.get("query_prefix", ""))
-        self.document_prefix = (self._document_prefix_arg if self._document_prefix_arg is not None
-                                else loader_kwargs.get("passage_prefix", loader_kwargs.get("document_prefix", "")))
+        self._st = None
+        self.query_prefix = self._query_prefix_arg or ""
+        self.document_prefix = self._document_prefix_arg or ""
         if self.instruction is not None and self.template is None:
             raise EngineArgumentError(
                 "instruction= needs an LLM reranker template (template=ScoreTemplate(...)); plain cross-encoders "
@@ -99,6 +97,52 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
                 "pairs: it looks like an embedding model or a plain language model. Use VllmEncoderWrapper "
                 "(CLI: mteb-vllm run) for embedding models; for an LLM reranker pass template=ScoreTemplate(...) "
                 "(CLI: --template).")
+        if self.template is None:
+            self._build_reference(meta)
+
+    def _build_reference(self, meta: Any) -> None:
+        """mteb's reference for the model (its registry loader, else ``CrossEncoderWrapper``) over the
+        ``CrossEncoder`` stand-in: sentence-transformers then decides the activation (from wherever its
+        versions saved it), the label count, the context length and the pair tokenization."""
+        from mteb.models.sentence_transformer_wrapper import CrossEncoderWrapper
+
+        from .encoder import model_files
+        from .errors import UnsupportedModelError
+        from .gc_pause import paused_gc
+        from .reference import build_reference
+
+        path = model_files(self.model_path, self.resolved.revision, self._backend_spec, self._backend_options)
+        with paused_gc():
+            reference = build_reference(meta, path, self.resolved.revision, cross_encoder=True,
+                                        trust_remote_code=self.resolved.trust_remote_code)
+        if not isinstance(reference.model, CrossEncoderWrapper):
+            raise UnsupportedModelError(
+                f"{self.resolved.name}: {reference.source} wraps its CrossEncoder in {type(reference.model).__name__}, "
+                "whose scoring mteb-vllm does not reproduce; evaluate it with mteb.get_model(name)")
+        self._reference = reference
+        self._st = reference.st
+        self._st.engine = self._score_rows
+        if self._query_prefix_arg is None:
+            self.query_prefix = reference.model.query_prefix or ""
+        if self._document_prefix_arg is None:
+            self.document_prefix = reference.model.passage_prefix or ""
+        if self.config.max_model_len is not None:
+            self._st.max_length = self.config.max_model_len
+
+    def _engine_settings(self) -> dict[str, Any]:
+        """A sentence-transformers cross-encoder: raw logits from the engine (sentence-transformers applies the
+        activation it saved), the context length sentence-transformers truncates at."""
+        if self._st is None:
+            return {}
+        from .encoder import _reference_context
+
+        if self.config.pooler_config is not None:
+            raise EngineArgumentError("pooler_config= would replace the cross-encoder's scoring, which mteb-vllm "
+                                      "reproduces from its files; drop it")
+        return {"max_model_len": self.config.max_model_len or _reference_context(self._st, self.model_path,
+                                                                                  self.resolved.revision),
+                "pooler_config": {"task": "classify", "use_activation": False},
+                "output_modules": f"CrossEncoder activation {self._st.activation_fn!r}, {self._st.num_labels} labels"}
 
     def _score_template(self) -> ScoreTemplate | None:
         return self.template
@@ -148,6 +192,8 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
 
     def _score(self, queries: list[str], documents: list[str], instructions: list[str | None], desc: str,
                started: float) -> np.ndarray:
+        if self._st is not None:
+            return self._score_st(queries, documents, desc, started)
         fallback = self.instruction
         # only a missing instruction takes the default, as mteb's Qwen3RerankerWrapper does; "" stays ""
         triples = [(fallback if instr is None else instr, self.query_prefix + q, self.document_prefix + d)
@@ -155,11 +201,8 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         unique = list(dict.fromkeys(triples))
         position = {t: i for i, t in enumerate(unique)}
         tokenizer, max_len = self.backend.tokenizer, self.backend.max_model_len
-        if self.template is not None:
-            tokens, report = tokenize_templated(tokenizer, self.template, [t[1] for t in unique],
-                                                [t[2] for t in unique], [t[0] for t in unique], max_len)
-        else:
-            tokens, report = tokenize_pairs(tokenizer, [t[1] for t in unique], [t[2] for t in unique], max_len)
+        tokens, report = tokenize_templated(tokenizer, self.template, [t[1] for t in unique],
+                                            [t[2] for t in unique], [t[0] for t in unique], max_len)
         report.log("pairs", self.mteb_model_meta.name)
         pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores")
         scores = self._to_scores(pooled)
@@ -168,11 +211,46 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         self.seconds += time.perf_counter() - started
         return scores[np.fromiter((position[t] for t in triples), dtype=np.int64, count=len(triples))]
 
+    def _score_st(self, queries: list[str], documents: list[str], desc: str, started: float) -> np.ndarray:
+        """A sentence-transformers cross-encoder: ``CrossEncoder.predict`` on the prefixed pairs, its forward in
+        the engine (:meth:`_score_rows`)."""
+        pairs = [(self.query_prefix + q, self.document_prefix + d) for q, d in zip(queries, documents)]
+        self._desc = desc
+        try:
+            # Two labels ([not relevant, relevant]): mteb's own reranking fails on two scores per pair (float() of
+            # an array), so there is no reference number; the relevance is P(relevant), as
+            # CrossEncoder.predict(apply_softmax=True)[:, 1] gives it.
+            scores = np.asarray(self._st.predict(pairs, convert_to_numpy=True,
+                                                 apply_softmax=self._st.num_labels == 2), dtype=np.float32)
+        finally:
+            self._desc = ""
+        self.seconds += time.perf_counter() - started
+        return self._to_scores(scores)
+
+    def _score_rows(self, rows: list[Any]) -> np.ndarray:
+        """One sentence-transformers batch of pairs (token and segment ids as it tokenized them) through the backend
+        stack: raw logits [rows, labels], duplicates computed once."""
+        report = self._st.transformer.take_truncation()
+        report.log("pairs", self.mteb_model_meta.name)
+        keys = [(tuple(r.token_ids), tuple(r.token_type_ids or ())) for r in rows]
+        position: dict[tuple, int] = {}
+        unique = []
+        for key, row in zip(keys, rows):
+            if key not in position:
+                position[key] = len(unique)
+                unique.append(row)
+        logits = self._pool_checked(lambda: self.backend.pool(unique, "classify", desc=getattr(self, "_desc", "")),
+                                    "scores")
+        self.pairs_scored += len(unique)
+        self.truncated += report.truncated
+        return logits[np.fromiter((position[k] for k in keys), dtype=np.int64, count=len(keys))]
+
     def _to_scores(self, pooled: np.ndarray) -> np.ndarray:
         if pooled.ndim == 1 or pooled.shape[1] == 1:
             return pooled.reshape(-1).astype(np.float32, copy=False)
         if pooled.shape[1] == 2:
-            # two-label classifiers (not relevant / relevant): vLLM returns the softmax, keep P(relevant)
+            # two-label classifiers (not relevant / relevant): the "relevant" column of what CrossEncoder.predict
+            # returns (with the saved activation), or of vLLM's softmax for a template-free engine
             return pooled[:, 1].astype(np.float32, copy=False)
         raise MtebVllmError(
             f"{self.mteb_model_meta.name} has {pooled.shape[1]} output labels; a reranker needs one relevance "

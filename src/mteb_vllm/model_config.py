@@ -92,6 +92,24 @@ def architectures(model: str, revision: str | None = None) -> list[str]:
     return list((config_json(model, revision) or {}).get("architectures") or [])
 
 
+#: Architectures vLLM cannot run, natively or through its Transformers backend, with why (measured on vLLM 0.32
+#: and transformers 5.19: issue 16's survey). Checked before any engine starts, so the user gets this line instead
+#: of vLLM's list of every supported architecture after its import.
+ENGINE_UNSUPPORTED = {
+    arch: "vLLM has no MPNet implementation, and its Transformers backend refuses MPNet because MPNet's attention "
+          "(relative position bias) does not go through transformers' attention interface"
+    for arch in ("MPNetModel", "MPNetForMaskedLM", "MPNetForSequenceClassification")
+}
+
+
+def engine_unsupported(model: str, revision: str | None = None) -> str | None:
+    """Why vLLM cannot run this checkpoint's architecture, or None when it may."""
+    for arch in architectures(model, revision):
+        if arch in ENGINE_UNSUPPORTED:
+            return f"{arch}: {ENGINE_UNSUPPORTED[arch]}"
+    return None
+
+
 def has_classifier_head(model: str, revision: str | None = None) -> bool | None:
     """True for a sequence-classification checkpoint, False for a plain encoder/LM, None when unknown."""
     archs = architectures(model, revision)
@@ -141,6 +159,28 @@ def model_context_length(model: str, *, trust_remote_code: bool = False, revisio
         if isinstance(tok_max, (int, float)) and 0 < tok_max < 10**7:
             values.append(int(tok_max))
     return min(values) if values else None
+
+
+#: Model types whose position ids start after the padding index (RoBERTa's ``padding_idx + 1`` offset).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text", "xmod")
+
+
+def usable_positions(model: str, revision: str | None = None) -> int | None:
+    """How many tokens the checkpoint's position table covers, from config.json alone: ``max_position_embeddings``,
+    less RoBERTa's offset (514 rows hold 512 positions); None for rotary positions (no table), ALiBi and
+    unreadable configs. The reference cannot read past it either (it fails), so no engine is started with a longer context."""
+    config = config_json(model, revision) or {}
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    positions = text.get("max_position_embeddings")
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if any(key in text for key in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_emb_base")) or \
+            text.get("position_embedding_type") in ("rotary", "rope"):
+        return None  # rotary positions have no table: the reference runs longer inputs, vLLM decides the limit
+    if text.get("model_type") in _OFFSET_POSITIONS or config.get("model_type") in _OFFSET_POSITIONS:
+        pad = text.get("pad_token_id")
+        positions -= (pad if isinstance(pad, int) else 1) + 1
+    return positions
 
 
 def load_tokenizer(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Any:

@@ -1,8 +1,10 @@
-"""Input checks, tokenization and truncation, done once in the wrapper so every backend sees the same tokens.
+"""Input checks, truncation reports, and the LLM rerankers' templated tokenization.
 
-Over-long inputs are truncated to the model's length, never sent to the engine (vLLM rejects them with
-an error that would end a multi-hour run), and every truncation is counted and logged. Inputs that are not
-text are refused with their position, never turned into the text of their ``repr``.
+Embedding models and sentence-transformers cross-encoders are tokenized by sentence-transformers itself (the
+reference; see :mod:`mteb_vllm.st_model`). What stays here: the checks every input passes first (inputs that are
+not text are refused with their position, never turned into the text of their ``repr``), the count of inputs cut
+to the model's length (logged, never silent), and the score-template tokenization of LLM rerankers, whose
+reference (mteb's Qwen3 wrapper) is not a sentence-transformers model.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ logger = logging.getLogger(__name__)
 
 #: A fast tokenizer keeps its truncation setting as state, and two threads calling it with different
 #: settings fail with "Already borrowed"; a wrapper shared by threads tokenizes one call at a time.
-_TOKENIZER_LOCK = threading.RLock()
+TOKENIZER_LOCK = threading.RLock()
 
 
 def _serialized(fn):
     @functools.wraps(fn)
     def locked(*args, **kwargs):
-        with _TOKENIZER_LOCK:
+        with TOKENIZER_LOCK:
             return fn(*args, **kwargs)
     return locked
 
@@ -72,76 +74,6 @@ def check_texts(texts: list[Any], what: str = "input") -> list[str]:
 def _preview(value: Any, width: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= width else text[:width] + "..."
-
-
-def _fallback_token(tokenizer: Any) -> int:
-    for attr in ("eos_token_id", "pad_token_id", "unk_token_id", "bos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
-@_serialized
-def tokenize_texts(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[TokenizedInput], TruncationReport]:
-    """Token ids of each text with the tokenizer's special tokens, cut to ``max_len`` tokens.
-
-    Truncation goes through the tokenizer (``truncation=True``) so special tokens such as [SEP] or a
-    trailing EOS survive, exactly as in sentence-transformers. A text that tokenizes to nothing (an
-    empty string on a tokenizer without special tokens) becomes one EOS/PAD token: vLLM cannot pool
-    zero tokens.
-    """
-    report = TruncationReport(total=len(texts), max_len=max_len)
-    if not texts:
-        return [], report
-    ids = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    long_rows = [i for i, row in enumerate(ids) if len(row) > max_len]
-    if long_rows:
-        report.truncated = len(long_rows)
-        report.longest = max(len(ids[i]) for i in long_rows)
-        cut = tokenizer([texts[i] for i in long_rows], add_special_tokens=True, truncation=True,
-                        max_length=max_len)["input_ids"]
-        for i, row in zip(long_rows, cut):
-            ids[i] = row
-    filler = _fallback_token(tokenizer)
-    return [TokenizedInput(list(row) if row else [filler]) for row in ids], report
-
-
-@_serialized
-def tokenize_pairs(tokenizer: Any, first: list[str], second: list[str], max_len: int,
-                   ) -> tuple[list[TokenizedInput], TruncationReport]:
-    """Cross-encoder inputs ``[CLS] q [SEP] d [SEP]`` with token type ids, truncated as the reference does.
-
-    sentence-transformers' ``CrossEncoder`` (mteb's reference for these models) tokenizes pairs with
-    ``truncation=True``, which is longest-first: tokens come off the longer side, one at a time, until the pair
-    fits. Usually that is the document; a query longer than the document loses tokens too. Doing the same keeps
-    scores of long pairs equal to the reference (tested with queries that take half the budget).
-    """
-    report = TruncationReport(total=len(first), max_len=max_len)
-    if not first:
-        return [], report
-    enc = tokenizer(first, second, add_special_tokens=True, truncation=False, verbose=False)
-    ids, types = enc["input_ids"], enc.get("token_type_ids")
-    texts = [(q, d) for q, d in zip(first, second)]
-    long_rows = [i for i, row in enumerate(ids) if len(row) > max_len]
-    if long_rows:
-        report.truncated = len(long_rows)
-        report.longest = max(len(ids[i]) for i in long_rows)
-        queries, docs = [first[i] for i in long_rows], [second[i] for i in long_rows]
-        cut = tokenizer(queries, docs, add_special_tokens=True, truncation="longest_first", max_length=max_len,
-                        verbose=False, return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)))
-        for j, i in enumerate(long_rows):
-            ids[i] = cut["input_ids"][j]
-            if types is not None:
-                types[i] = cut["token_type_ids"][j]
-            if "offset_mapping" in cut:
-                texts[i] = _surviving_texts(cut, j, queries[j], docs[j])
-    filler = _fallback_token(tokenizer)
-    out = []
-    for i, row in enumerate(ids):
-        type_row = list(types[i]) if types is not None else None
-        out.append(TokenizedInput(list(row) if row else [filler], type_row if row else None, pair=texts[i]))
-    return out, report
 
 
 def _surviving_texts(encoding: Any, row: int, query: str, document: str) -> tuple[str, str]:

@@ -14,7 +14,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-PoolingTask = Literal["embed", "classify"]
+#: "embed": one pooled vector per input; "classify": a classifier's logits per input; "token_embed": every
+#: token's last hidden state, the inputs' rows concatenated in order ([sum of lengths, hidden]).
+PoolingTask = Literal["embed", "classify", "token_embed"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class TokenizedInput:
     token_ids: list[int]
     token_type_ids: list[int] | None = None
     pair: tuple[str, str] | None = None
+    #: Tokens of the prompt at the start of ``token_ids``, set only when the model's pooling leaves the prompt out
+    #: (sentence-transformers' ``include_prompt=False``): the same ids then pool to another vector.
+    prompt_length: int | None = None
 
     def __len__(self) -> int:
         return len(self.token_ids)

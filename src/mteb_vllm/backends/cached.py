@@ -172,7 +172,7 @@ class CachedBackend:
             call.computed = len(inputs)
             self._account(call)
             return out
-        keys = [item_key(task, item.token_ids, item.token_type_ids) for item in inputs]
+        keys = [item_key(task, item.token_ids, item.token_type_ids, item.prompt_length) for item in inputs]
         found = self.namespace.get(list(dict.fromkeys(keys)))
         call.damaged = self.namespace.corrupt_rows
         self.namespace.corrupt_rows = 0

@@ -200,6 +200,7 @@ class LocalVllmBackend:
             self.dtype = self.precision.dtype
             config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
         env: dict[str, str] = {}
+        config = self._model_settings(config, server=server)
         engine_kwargs = dict(config.engine_kwargs)
         if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
             engine_kwargs.setdefault("use_tqdm_on_load", False)  # one progress bar per weight file is noise
@@ -230,6 +231,39 @@ class LocalVllmBackend:
                 max_num_seqs=config.max_num_seqs or CPU_MAX_NUM_SEQS,
             )
         return config.to_engine_args(), env
+
+    def _model_settings(self, config: EngineConfig, *, server: bool) -> EngineConfig:
+        """What vLLM must be told so that it computes exactly what the wrapper's model needs.
+
+        - A sentence-transformers model whose modules the wrapper runs itself (``output_modules``) is loaded
+          from a view of its folder without the sentence-transformers files: vLLM would otherwise apply some of
+          those modules on its own, differently (Dense layers with another default activation, normalisation),
+          and read a saved ``max_seq_length`` over ours. The pooling comes from ``pooler_config``.
+        - An XLM-R config written by transformers 5 has no ``position_embedding_type``, which vLLM 0.32 reads
+          without a default for ``XLMRobertaModel`` and fails; the value every XLM-R checkpoint means is set.
+        - A ``pooler_config`` given as a dict becomes vLLM's ``PoolerConfig`` (a server takes it as JSON).
+        """
+        from ..model_config import config_json
+        from .view import engine_view
+
+        changes: dict[str, Any] = {}
+        if config.output_modules is not None:
+            view = engine_view(config.model, config.revision)
+            if view != config.model:
+                changes.update(model=view, revision=None)
+                engine_kwargs = dict(config.engine_kwargs)
+                engine_kwargs.setdefault("tokenizer", view)
+                engine_kwargs.setdefault("served_model_name", self.model)
+                changes["engine_kwargs"] = engine_kwargs
+        hf_config = config_json(self.model, self.config.revision) or {}
+        if hf_config.get("model_type") == "xlm-roberta" and "position_embedding_type" not in hf_config \
+                and "position_embedding_type" not in (config.hf_overrides or {}):
+            changes["hf_overrides"] = {**(config.hf_overrides or {}), "position_embedding_type": "absolute"}
+        if isinstance(config.pooler_config, dict) and not server:
+            from vllm.config import PoolerConfig
+
+            changes["pooler_config"] = PoolerConfig(**config.pooler_config)
+        return dataclasses.replace(config, **changes) if changes else config
 
     def _start(self, config: EngineConfig) -> None:
         from ..hardware import tune_cpu_allocator
@@ -281,8 +315,19 @@ class LocalVllmBackend:
                     "in-process" if self.in_process else "worker processes")
 
     def _explain_start_failure(self, exc: Exception) -> Exception:
+        import re
+
         text = f"{type(exc).__name__}: {exc}"
         low = text.lower()
+        unsupported = re.search(r"architectures? (\[[^\]]*\]) (?:are|is) not supported", text)
+        if unsupported:  # vLLM appends every architecture it knows; the one that matters is the model's
+            from ..errors import UnsupportedModelError
+
+            return UnsupportedModelError(
+                f"vLLM cannot run {self.config.model!r}: its architecture {unsupported.group(1)} has no vLLM "
+                "implementation. Its Transformers backend may run it: pass model_impl='transformers' (CLI: "
+                "--engine-arg model_impl=transformers) and check the scores with mteb-vllm parity; or evaluate it with "
+                "mteb.get_model(name) (the reference path).")
         if any(s in low for s in ("repository not found", "does not appear to have", "offline", "couldn't connect",
                                   "cannot find the requested files", "not a local folder")):
             return ModelNotFoundError(
@@ -343,7 +388,9 @@ class LocalVllmBackend:
                 rows = self._encode(llm, inputs, task, desc)
             finally:
                 restore_environ(environ)
-        return np.stack([r.reshape(-1) for r in rows]).astype(np.float32, copy=False)
+        if task == "token_embed":  # every input's tokens, one after another
+            return np.concatenate(rows).astype(np.float32, copy=False)
+        return np.stack(rows).astype(np.float32, copy=False)
 
     def _encode(self, llm: Any, inputs: list[TokenizedInput], task: PoolingTask, desc: str) -> list[np.ndarray]:
         from tqdm.auto import tqdm
@@ -361,7 +408,8 @@ class LocalVllmBackend:
                 outputs = llm.encode(chunk, chunk_params, pooling_task=task, use_tqdm=False)
                 for out in outputs:
                     data = out.outputs.data
-                    rows.append(data.float().numpy() if hasattr(data, "numpy") else np.asarray(data, dtype=np.float32))
+                    row = data.float().numpy() if hasattr(data, "numpy") else np.asarray(data, dtype=np.float32)
+                    rows.append(row.reshape(-1, row.shape[-1]) if task == "token_embed" else row.reshape(-1))
                 total_tokens += sum(len(p["prompt_token_ids"]) for p in chunk)
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.update(len(chunk))

@@ -39,7 +39,28 @@ def engine_parser(default_dtype: str = "auto") -> argparse.ArgumentParser:
     g.add_argument("--gpu-memory-utilization", type=float, help="fraction of device memory (on CPU: of RAM)")
     g.add_argument("--tensor-parallel-size", type=int, default=1)
     g.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--engine-arg", action="append", dest="engine_args", metavar="KEY=VALUE", default=[],
+                   help="any other vllm.EngineArgs field, e.g. model_impl=transformers (VALUE is read as JSON when "
+                        "it parses, else as text); repeatable")
     return p
+
+
+def parse_engine_args(pairs: list[str]) -> dict[str, Any]:
+    """``--engine-arg KEY=VALUE`` flags as keyword arguments (checked against vLLM's fields by the wrapper)."""
+    import json
+
+    from ..errors import UsageError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--engine-arg takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def fleet_parser() -> argparse.ArgumentParser:
@@ -100,6 +121,7 @@ def common_parser() -> argparse.ArgumentParser:
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Engine and model flags as wrapper keyword arguments (unset ones left out)."""
     out = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
+    out.update(parse_engine_args(getattr(args, "engine_args", None) or []))
     if getattr(args, "revision", None):
         out["revision"] = args.revision
     return out

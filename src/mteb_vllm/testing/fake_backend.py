@@ -78,6 +78,38 @@ def _features(ids: np.ndarray, dim: int) -> np.ndarray:
     return (out / norm if norm else out).astype(np.float32)
 
 
+#: Hidden size of :func:`fake_model_folder`'s model: FakeBackend's default width.
+FAKE_HIDDEN = 64
+
+
+@functools.lru_cache(maxsize=1)
+def fake_model_folder() -> str:
+    """A weightless sentence-transformers folder (a tiny BERT config, :func:`byte_tokenizer`, mean pooling):
+    what the wrappers read when a fake backend is given a model name that has no files anywhere, so wrapper
+    logic can be tested with any name and no checkpoint. Written once per process, in the temp folder."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="mteb-vllm-fake-model-"))
+    config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": FAKE_HIDDEN,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 2 * FAKE_HIDDEN,
+              "max_position_embeddings": 8192, "vocab_size": 300, "type_vocab_size": 2, "pad_token_id": 0}
+    (folder / "config.json").write_text(json.dumps(config))
+    byte_tokenizer().save_pretrained(str(folder))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["model_max_length"] = 128
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": FAKE_HIDDEN, "pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    return str(folder)
+
+
 @dataclass(frozen=True)
 class PoolCall:
     task: str
@@ -144,6 +176,11 @@ class FakeBackend:
     def embed_one(self, item: TokenizedInput) -> np.ndarray:
         return _features(np.asarray(item.token_ids, dtype=np.int64), self.dim)
 
+    def token_rows(self, item: TokenizedInput) -> np.ndarray:
+        """One row per token: the features of the token and the one before it."""
+        ids = np.asarray(item.token_ids, dtype=np.int64)
+        return np.stack([_features(ids[max(0, i - 1):i + 1], self.dim) for i in range(ids.size)])
+
     def score_one(self, item: TokenizedInput) -> np.ndarray:
         ids = np.asarray(item.token_ids, dtype=np.int64)
         start = item.second_segment_start
@@ -174,11 +211,14 @@ class FakeBackend:
                     raise ValueError(f"input {i} has {len(item)} tokens, more than max_model_len={self.max_model_len}")
             if self.seconds_per_token:
                 time.sleep(tokens * self.seconds_per_token)
-        width = self.dim if task == "embed" else self.num_labels
+        width = self.dim if task in ("embed", "token_embed") else self.num_labels
         if not inputs:
             return np.zeros((0, width), dtype=np.float32)
-        one = self.embed_one if task == "embed" else self.score_one
-        out = _round_to(np.stack([one(item) for item in inputs]), self.dtype)
+        if task == "token_embed":
+            out = _round_to(np.concatenate([self.token_rows(item) for item in inputs]), self.dtype)
+        else:
+            one = self.embed_one if task == "embed" else self.score_one
+            out = _round_to(np.stack([one(item) for item in inputs]), self.dtype)
         if self.dtype in self.nonfinite_dtypes:
             out[0] = np.nan
         return out
