@@ -111,23 +111,24 @@ def plan_server(model: str, *, task: str = "embed", template: Any = None, revisi
     (``max_num_seqs``, ``tensor_parallel_size``, ...). ``extra_args`` go to ``vllm serve`` last, so they win
     (e.g. ``-dp 8``).
     """
-    from .backends.local import LocalVllmBackend
-    from .config import EngineConfig
-    from .resolve import resolve_model
-    from .templates import registry_template
-
     if task not in ("embed", "classify"):
         raise UsageError(f"task must be 'embed' or 'classify', got {task!r}")
-    resolved = resolve_model(model, revision, model_name=model_name, trust_remote_code=trust_remote_code)
-    if task == "classify" and template is None:
-        template = registry_template(resolved.registry)
-    config = EngineConfig(model=resolved.path, revision=resolved.revision, dtype=dtype, max_model_len=max_model_len,
-                          trust_remote_code=resolved.trust_remote_code, convert=task, score_template=template,
-                          **engine_fields)
-    backend = LocalVllmBackend(config, lazy=True)
+    # The wrapper a client would build decides the engine's settings (mteb's loader, the sentence-transformers
+    # context length and pooling, the score template); its engine is never started here.
+    options = dict(model_name=model_name, dtype=dtype, max_model_len=max_model_len,
+                   trust_remote_code=trust_remote_code, backend="local", lazy_start=True, **engine_fields)
+    if task == "classify":
+        from .cross_encoder import VllmCrossEncoderWrapper
+
+        wrapper: Any = VllmCrossEncoderWrapper(model, revision, template=template, **options)
+    else:
+        from .encoder import VllmEncoderWrapper
+
+        wrapper = VllmEncoderWrapper(model, revision, **options)
+    backend = wrapper.engine
     args, env = backend.engine_arguments(server=True)
-    command = server_launcher(resolved.path) + ["--served-model-name", model, "--host", host, "--port", str(port),
-                                                "--middleware", IDENTITY_MIDDLEWARE]
+    command = server_launcher(str(args.get("model") or wrapper.resolved.path)) + [
+        "--served-model-name", model, "--host", host, "--port", str(port), "--middleware", IDENTITY_MIDDLEWARE]
     for name, value in args.items():
         if name in _NOT_FOR_SERVERS or value is None:
             continue

@@ -253,7 +253,6 @@ class LocalVllmBackend:
                 changes.update(model=view, revision=None)
                 engine_kwargs = dict(config.engine_kwargs)
                 engine_kwargs.setdefault("tokenizer", view)
-                engine_kwargs.setdefault("served_model_name", self.model)
                 changes["engine_kwargs"] = engine_kwargs
         hf_config = config_json(self.model, self.config.revision) or {}
         if hf_config.get("model_type") == "xlm-roberta" and "position_embedding_type" not in hf_config \

@@ -324,9 +324,21 @@ class RemoteBackend:
         return length
 
     def _expected_width(self) -> int | None:
-        """The width the model pools to, when the model's files tell it for sure: a sentence-transformers model
-        of Transformer, Pooling (and Normalize) modules pools to its hidden size. None when it cannot be told
-        (a Dense projection, a custom pooling, other dimensions asked for) or for scores."""
+        """The width the engine pools to, when it is sure: the hidden size, for a model whose sentence-transformers
+        pooling the engine computes (the wrapper runs the modules after it). None for scores, for a pooling the
+        caller chose, or when the config does not say."""
+        from ..model_config import config_json
+
+        pooler = self.config.pooler_config
+        if self.route != "embed" or not (isinstance(pooler, dict) and pooler.get("task") == "embed"):
+            return self._width_from_files()
+        config = config_json(self.config.model, self.config.revision) or {}
+        hidden = config.get("hidden_size") or (config.get("text_config") or {}).get("hidden_size")
+        return int(hidden) if isinstance(hidden, int) else None
+
+    def _width_from_files(self) -> int | None:
+        """Without the wrapper's pooling (a backend built directly): a sentence-transformers model of Transformer,
+        Pooling (and Normalize) modules pools to its hidden size."""
         import json
 
         from ..model_config import config_json, hub_file, read_json_file
@@ -570,8 +582,15 @@ class RemoteBackend:
                 raise RemoteEndpointError(
                     f"the endpoints run {self.config.model} as {convert}, not {self.config.convert}: restart them "
                     f"with `mteb-vllm serve {self.config.model} --task {self.config.convert}`")
+            self._check_pooling(reporting)
             dtype = served
         else:
+            if self.config.output_modules and not _servers_reproduce(self.config.output_modules):
+                raise RemoteEndpointError(
+                    f"{', '.join(e.name for e in live)} do not report what they compute (not started by `mteb-vllm "
+                    f"serve`), and {self.config.model}'s sentence-transformers modules ({self.config.output_modules}) "
+                    "are ones a plain `vllm serve` applies its own way (or not at all). Start the servers with "
+                    f"`mteb-vllm serve {self.config.model}`")
             dtype = self.requested_dtype if self.requested_dtype != "auto" else UNKNOWN_DTYPE
         # the canary: every endpoint (reporting or not) must answer it as the others do
         tolerance = self._tolerance(dtype)
@@ -615,6 +634,24 @@ class RemoteBackend:
                            "under %s", ", ".join(e.name for e in order),
                            f"taken as {dtype}, as asked" if dtype != UNKNOWN_DTYPE else "not known",
                            f"backend={self.marker}")
+
+    def _check_pooling(self, reporting: list[Endpoint]) -> None:
+        """Servers started by ``mteb-vllm serve`` pool as the wrapper's model needs: the pooling task and type and
+        no activation (the wrapper runs the model's own normalisation, Dense layers or activation itself)."""
+        wanted = self.config.pooler_config
+        if not isinstance(wanted, dict):
+            return
+        pooler = dict((self.identity or {}).get("pooler") or {})
+        served = {"task": pooler.get("task"),
+                  "pooling_type": pooler.get("seq_pooling_type") or pooler.get("pooling_type"),
+                  "use_activation": pooler.get("use_activation")}
+        differs = [f"{key} {served.get(key)!r} (needed: {value!r})" for key, value in wanted.items()
+                   if key in served and served.get(key) is not None and value is not None and served[key] != value
+                   and not (key == "pooling_type" and value == "ALL")]
+        if differs:
+            raise RemoteEndpointError(
+                f"{', '.join(e.name for e in reporting)} pool {self.config.model} otherwise than this model needs: "
+                + "; ".join(differs) + f". Start them with this version's `mteb-vllm serve {self.config.model}`")
 
     def _settle_length(self, live: list[Endpoint]) -> None:
         lengths = {e.max_model_len for e in live if e.max_model_len}
@@ -733,6 +770,12 @@ class RemoteBackend:
 
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         self._ensure_open()
+        if task == "token_embed":
+            from ..errors import UnsupportedModelError
+
+            raise UnsupportedModelError(
+                f"{self.config.model}: its sentence-transformers pooling is one vLLM does not compute, so every token's "
+                "hidden state is needed, which the fleet client does not fetch; evaluate it with the local engine")
         if not inputs:
             return np.zeros((0, 0), dtype=np.float32)
         with self._lock:
@@ -945,6 +988,13 @@ class RemoteBackend:
     def close(self) -> None:
         """No connection outlives a call; after close every call raises, as a closed local engine does."""
         self._closed = True
+
+
+def _servers_reproduce(output_modules: str) -> bool:
+    """Whether a plain ``vllm serve`` computes a model's sentence-transformers chain as the wrapper does: only for
+    a pooling vLLM has followed by Normalize (vLLM normalises too; normalising twice changes nothing)."""
+    kinds = [part.split("{", 1)[0].split("#", 1)[0].strip() for part in output_modules.split(" > ")]
+    return kinds == ["Pooling", "Normalize"]
 
 
 def _auth_problem(status: int, have_key: bool) -> str:

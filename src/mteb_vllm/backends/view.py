@@ -31,6 +31,20 @@ ST_FILES = frozenset({"modules.json", "config_sentence_transformers.json", "sent
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken", "*.bin", "*.pt"]
 
 
+#: The hidden file (left out of content hashes) that names the checkpoint a view shows.
+SOURCE_FILE = ".mteb-vllm-view-of.json"
+
+
+def view_source(path: str) -> tuple[str, str | None] | None:
+    """(model, revision) of the checkpoint an engine view shows, or None when ``path`` is not a view: the server's
+    identity names the checkpoint's revision, not the view's."""
+    try:
+        data = json.loads((Path(os.path.expanduser(path)) / SOURCE_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    return (str(data["model"]), data.get("revision")) if isinstance(data, dict) and data.get("model") else None
+
+
 def _local_folder(model: str, revision: str | None) -> Path:
     path = Path(os.path.expanduser(model))
     if path.is_dir():
@@ -66,9 +80,9 @@ def engine_view(model: str, revision: str | None = None) -> str:
         return model
     from ..paths import user_cache_dir
 
-    view = user_cache_dir() / "engine-views" / hashlib.sha256(str(folder).encode()).hexdigest()[:20]
+    view = user_cache_dir() / "engine-views" / hashlib.sha256(f"{folder}|{model}|{revision}".encode()).hexdigest()[:20]
     wanted = {entry.name: entry for entry in folder.iterdir() if entry.name not in hidden}
-    current = {entry.name for entry in view.iterdir()} if view.is_dir() else None
+    current = {entry.name for entry in view.iterdir()} - {SOURCE_FILE} if view.is_dir() else None
     if current != set(wanted) or any(os.readlink(view / name) != str(target) for name, target in wanted.items()
                                       if (view / name).is_symlink()):
         tmp = view.with_name(f"{view.name}.{os.getpid()}.tmp")
@@ -78,6 +92,7 @@ def engine_view(model: str, revision: str | None = None) -> str:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(target)
+        (tmp / SOURCE_FILE).write_text(json.dumps({"model": model, "revision": revision}))
         if view.exists():
             for entry in view.iterdir():
                 entry.unlink()
