@@ -84,18 +84,20 @@ def is_cross_encoder(model_path: str, meta: Any) -> bool:
     return False
 
 
-def reference_model(model_path: str, meta: Any, cross_encoder: bool) -> Any:
-    """mteb's reference implementation on the same weights: the registry loader, else sentence-transformers."""
-    if meta is not None and meta.loader is not None:  # as ModelMeta.load_model calls it, on these weights
+def reference_model(model_path: str, meta: Any, cross_encoder: bool, revision: str | None = None,
+                    trust_remote_code: bool = False) -> Any:
+    """mteb's reference implementation on the same weights, in float32: what ``mteb.get_model`` builds (the registry
+    loader, else mteb's sentence-transformers wrapper), built by the same code that builds ours
+    (:func:`~mteb_vllm.reference.build_reference`), with sentence-transformers' real classes. LLM rerankers with a
+    score template: mteb's own loader as it is."""
+    from .reference import build_reference
+    from .templates import registry_template
+
+    if cross_encoder and meta is not None and registry_template(meta) is not None:
         kwargs = {**dict(meta.loader_kwargs or {}), **dict(meta.experiment_kwargs or {})}
         return meta.loader(model_path, revision=meta.revision, **kwargs)
-    if cross_encoder:
-        from mteb.models.sentence_transformer_wrapper import CrossEncoderWrapper
-
-        return CrossEncoderWrapper(model_path)
-    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
-
-    return SentenceTransformerEncoderWrapper(model_path)
+    return build_reference(meta, model_path, revision, cross_encoder=cross_encoder,
+                           trust_remote_code=trust_remote_code, engine=False).model
 
 
 def _record(model: Any, method: str, sink: list[np.ndarray]) -> None:
@@ -173,7 +175,8 @@ def run_parity(model: str | None = None, *, model_name: str | None = None, tasks
     our_out: dict[str, list[np.ndarray]] = {}
     with ours:
         reference_tasks = fresh_tasks()
-        ref_scores = _evaluate(reference_model(model, meta, cross), reference_tasks, method, ref_out)
+        ref_scores = _evaluate(reference_model(ours.model_path, meta, cross, ours.resolved.revision,
+                                               ours.resolved.trust_remote_code), reference_tasks, method, ref_out)
         our_scores = _evaluate(ours, fresh_tasks(), method, our_out)
     report = ParityReport(model=model_name or model, kind="cross-encoder" if cross else "encoder", dtype=dtype,
                           tolerance=tolerance)

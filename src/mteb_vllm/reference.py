@@ -110,7 +110,7 @@ def _loader_name(loader: Any) -> str:
 
 
 def build_reference(meta: ModelMeta | None, model_path: str, revision: str | None, *, cross_encoder: bool = False,
-                    trust_remote_code: bool = False) -> Reference:
+                    trust_remote_code: bool = False, engine: bool = True) -> Reference:
     """Build the reference model as ``mteb.get_model`` would, over the vLLM stand-ins.
 
     Args:
@@ -124,10 +124,15 @@ def build_reference(meta: ModelMeta | None, model_path: str, revision: str | Non
         cross_encoder: Build a reranker (``CrossEncoder``) rather than an embedding model.
         trust_remote_code: Passed to sentence-transformers when the loader does not say (a loader's own value wins,
             as in the reference).
+        engine: True: the stand-ins, with vLLM under them. False: sentence-transformers' real classes, on the same
+            files, with the weights loaded in float32 whatever precision the loader asks for: the reference that
+            ``mteb-vllm parity`` compares with.
 
     Raises:
         UnsupportedModelError: the loader builds something vLLM cannot reproduce exactly (named in the message).
     """
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
     from .st_model import VllmCrossEncoder, VllmSentenceTransformer
 
     name = meta.name if meta is not None and meta.name else model_path
@@ -144,20 +149,28 @@ def build_reference(meta: ModelMeta | None, model_path: str, revision: str | Non
                         "cannot tell which weights the reference evaluates")
                 kwargs["revision"] = revision
                 kwargs.setdefault("trust_remote_code", trust_remote_code)
+                if not engine:
+                    import torch
+
+                    model_kwargs = dict(kwargs.get("model_kwargs") or {})
+                    model_kwargs.pop("torch_dtype", None)
+                    kwargs["model_kwargs"] = {**model_kwargs, "dtype": torch.float32}
+                    kwargs["device"] = "cpu"
                 super().__init__(model_path, *args, **kwargs)
                 built.append(self)
 
         StandIn.__name__ = StandIn.__qualname__ = cls.__name__
         return StandIn
 
-    factories = {"SentenceTransformer": make(VllmSentenceTransformer), "CrossEncoder": make(VllmCrossEncoder),
+    factories = {"SentenceTransformer": make(VllmSentenceTransformer if engine else SentenceTransformer),
+                 "CrossEncoder": make(VllmCrossEncoder if engine else CrossEncoder),
                  "SparseEncoder": _refuse_kind("SparseEncoder (sparse model)", name),
                  "MultiVectorEncoder": _refuse_kind("MultiVectorEncoder (late interaction)", name)}
     loader = meta.loader if meta is not None else None
     source = f"mteb registry loader {_loader_name(loader)}" if loader is not None else (
         "mteb's CrossEncoderWrapper" if cross_encoder else "mteb's SentenceTransformerEncoderWrapper")
     try:
-        with _PATCH_LOCK, _stand_ins(factories), _weights_blocked():
+        with _PATCH_LOCK, _stand_ins(factories), _weights_blocked() if engine else contextlib.nullcontext():
             if meta is not None and loader is not None:
                 model = meta.load_model()
             elif cross_encoder:
