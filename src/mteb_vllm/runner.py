@@ -94,7 +94,8 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
 
     Args:
         output_folder: mteb ``ResultCache`` folder; ``None`` keeps no files (and resumes nothing).
-        overwrite: Evaluate every task again (mteb's "always"); default resumes ("only-missing").
+        overwrite: Evaluate every task again (mteb's "always"), and compute its embeddings again instead of
+            reading them from the embedding cache (they replace the cached ones); default resumes ("only-missing").
         stop_on_error: Raise the first task error instead of recording it and going on.
         on_task: Called with each :class:`TaskOutcome` as it is known (progress reporting).
         workers: :class:`~mteb_vllm.workers.WorkerPlan` per worker process; the missing tasks are then evaluated
@@ -130,11 +131,14 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
                                     overwrite=overwrite, on_task=on_task):
             outcomes[outcome.task] = outcome
     else:
-        for task in missing:
-            outcome = _run_one(model, task, cache, overwrite, show_progress_bar, stop_on_error)
-            outcomes[task.metadata.name] = outcome
-            if on_task is not None:
-                on_task(outcome)
+        from .backends.cached import refreshing
+
+        with refreshing(overwrite):  # --overwrite trusts no saved vector either (README, "The cache")
+            for task in missing:
+                outcome = _run_one(model, task, cache, overwrite, show_progress_bar, stop_on_error)
+                outcomes[task.metadata.name] = outcome
+                if on_task is not None:
+                    on_task(outcome)
     summary.outcomes = [outcomes[t.metadata.name] for t in tasks]
     summary.dtype = _dtype(model) if not workers else summary.dtype
     summary.revision = model.mteb_model_meta.revision
