@@ -11,6 +11,7 @@ two precisions.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,16 @@ def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:
         missing = existing.get_missing_evaluations(task)
     except Exception:
         return None
-    return existing if not missing else None
+    if missing:
+        return None
+    if _is_nan(_score(existing)):  # degenerate vectors gave no score: not a result, evaluate the task again
+        path = cache.get_task_result_path(task.metadata.name, meta)
+        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+        path.rename(aside)
+        logger.warning("%s: the saved result %s has no valid main score (NaN); moved it to %s and evaluating the "
+                       "task again", task.metadata.name, path, aside.name)
+        return None
+    return existing
 
 
 def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | None = None,
@@ -207,7 +217,11 @@ def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: b
         result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always", show_progress_bar=progress)
     if result.exceptions:
         raise RuntimeError(str(result.exceptions[0]))
-    return TaskOutcome(task.metadata.name, task.metadata.main_score, "evaluated", _score(result.task_results[0]))
+    score = _score(result.task_results[0])
+    if _is_nan(score):  # the next run evaluates it again (completed_result), so do not report it as done
+        raise RuntimeError(f"the main score ({task.metadata.main_score}) is NaN: the model's outputs are "
+                           "degenerate for this task (all equal, zero or not finite)")
+    return TaskOutcome(task.metadata.name, task.metadata.main_score, "evaluated", score)
 
 
 def _score(task_result: Any) -> float | None:
@@ -215,6 +229,11 @@ def _score(task_result: Any) -> float | None:
         return float(task_result.get_score())
     except Exception:
         return None
+
+
+def _is_nan(score: float | None) -> bool:
+    """A NaN main score (constant, zero or non-finite vectors) is never a complete result."""
+    return score is not None and math.isnan(score)
 
 
 def _dtype(model: Any) -> str:
