@@ -9,9 +9,10 @@ A :class:`Reaper` is a tiny sidecar process (standard library only, so it starts
 the read end of a pipe whose write end only the parent has. When the parent exits in any way, the pipe
 reaches end-of-file; unless the parent said "done" first (an orderly shutdown, which stops the engine
 itself), the reaper terminates the engine processes it was told about (SIGTERM, then SIGKILL after a grace
-period) and removes the folder of vLLM's IPC socket files.
+period), removes the folder of vLLM's IPC socket files and the temp files it was told about (the
+``$TMPDIR/vllm_dist_<uuid>`` rendezvous file vLLM deletes only on an orderly shutdown).
 
-    python -m mteb_vllm.reaper PARENT_PID [IPC_DIR]   (started by Reaper; reads "pid N" / "done" lines)
+    python -m mteb_vllm.reaper PARENT_PID [IPC_DIR]   (started by Reaper; reads "pid N" / "file PATH" / "done")
 """
 
 from __future__ import annotations
@@ -48,13 +49,16 @@ class Reaper:
     def pid(self) -> int:
         return self._proc.pid
 
-    def watch(self, pids: list[int]) -> None:
-        """Processes to terminate if this process dies before :meth:`release`."""
+    def watch(self, pids: list[int], files: list[str] | tuple[str, ...] = ()) -> None:
+        """Processes to terminate, and files to remove, if this process dies before :meth:`release`."""
         if self._proc.stdin is None or self._proc.stdin.closed:
             return
         try:
             for pid in pids:
                 self._proc.stdin.write(f"pid {pid}\n")
+            for path in files:
+                if "\n" not in path:
+                    self._proc.stdin.write(f"file {path}\n")
             self._proc.stdin.write("started\n")
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):  # the sidecar is gone; nothing to hand over
@@ -167,6 +171,7 @@ def _main(argv: list[str]) -> int:
     ipc_dir = argv[1] if len(argv) > 1 else None
     before = _descendants(parent) | {os.getpid()}
     pids: set[int] = set()
+    files: list[str] = []
     state = {"started": False, "released": False, "eof": False}
 
     def read() -> None:
@@ -174,6 +179,8 @@ def _main(argv: list[str]) -> int:
             words = line.split()
             if words[:1] == ["pid"] and len(words) == 2 and words[1].isdigit():
                 pids.add(int(words[1]))
+            elif line.startswith("file ") and len(line) > 6:
+                files.append(line[5:].rstrip("\n"))
             elif words[:1] == ["started"]:
                 state["started"] = True
             elif words[:1] == ["done"]:
@@ -191,6 +198,11 @@ def _main(argv: list[str]) -> int:
         terminate(sorted(pids))
         if ipc_dir:
             shutil.rmtree(ipc_dir, ignore_errors=True)
+        for path in files:
+            try:
+                os.unlink(path)
+            except OSError:  # already gone (vLLM removed it), or not ours to remove
+                pass
     return 0
 
 
