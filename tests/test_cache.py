@@ -775,3 +775,12 @@ def test_entries_stored_after_a_clear_during_the_run_are_kept(tmp_path):
     later, backend = _encoder(tmp_path)
     later.embed_texts(TEXTS[10:20])
     assert backend.inputs_seen == 0
+
+
+def test_a_cached_backend_shared_into_another_cached_wrapper_keeps_the_engines_identity(tmp_path):
+    from mteb_vllm.backends.cached import engine_identity
+
+    inner = _Engine(_float32())
+    shared = CachedBackend(inner, tmp_path / "a", config=_float32())
+    assert engine_identity(CachedBackend(shared, tmp_path / "b", config=_float32())) == engine_identity(inner)
+    assert engine_identity(inner)["vllm"] == "0.32.0" and engine_identity(inner)["device"].startswith("cpu ")

@@ -354,6 +354,7 @@ class Namespace:
                 if attempt == 1 and self._recover(exc):
                     continue  # the damaged file was replaced: store these rows in the new one
                 self._disable_writes(exc)
+                break
         return 0
 
     def _follow_replacement(self) -> None:

@@ -89,7 +89,12 @@ def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:
     if _is_nan(_score(existing)):  # degenerate vectors gave no score: not a result, evaluate the task again
         path = cache.get_task_result_path(task.metadata.name, meta)
         aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
-        path.rename(aside)
+        try:
+            path.rename(aside)
+        except OSError as exc:  # a read-only results folder: evaluated again, and reported failed if still NaN
+            logger.warning("%s: the saved result %s has no valid main score (NaN) and cannot be moved aside (%s)",
+                           task.metadata.name, path, exc)
+            return None
         logger.warning("%s: the saved result %s has no valid main score (NaN); moved it to %s and evaluating the "
                        "task again", task.metadata.name, path, aside.name)
         return None

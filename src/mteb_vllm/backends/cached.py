@@ -80,6 +80,8 @@ def engine_identity(backend: Any) -> dict[str, Any]:
       which never initialises CUDA);
     - a fleet: its endpoints (without credentials), since servers behind other URLs may compute otherwise.
     """
+    while isinstance(backend, CachedBackend):  # a shared backend that is itself cached: what computes is inside
+        backend = backend.inner
     info = backend.info
     details = info.details if isinstance(info.details, dict) else {}
     out: dict[str, Any] = {"backend": str(info.kind)}
