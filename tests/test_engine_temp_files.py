@@ -16,12 +16,26 @@ from pathlib import Path
 
 import pytest
 
+from mteb_vllm import reaper
+
 _SIDE_CAR_ONLY = """
 import os, sys, time
 from mteb_vllm.reaper import Reaper
 reaper = Reaper()
 reaper.watch([], files=[sys.argv[1]])
 print("ready", flush=True)
+time.sleep(600)
+"""
+
+_DURING_START = """
+import pathlib, sys, time
+from mteb_vllm.reaper import Reaper
+folder = pathlib.Path(sys.argv[1])
+reaper = Reaper(new_files=str(folder / "vllm_dist_*"))
+time.sleep(1.0)  # the sidecar notes what is there before the start
+for name in sys.argv[2:]:
+    (folder / name).write_bytes(b"x")
+print("ready", reaper.pid, flush=True)
 time.sleep(600)
 """
 
@@ -62,6 +76,30 @@ def test_the_reaper_removes_the_files_it_was_handed_when_its_parent_is_killed(tm
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         assert _gone_within([litter], 5.0)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("created, removed", [(["vllm_dist_new"], ["vllm_dist_new"]),
+                                              (["vllm_dist_a", "vllm_dist_b"], [])])
+def test_a_kill_during_the_start_removes_the_one_new_rendezvous_file(tmp_path, created, removed):
+    """Killed before the engine named its file (Ctrl-C during the start): the one file that appeared since the
+    start began is removed; an older one, or two new ones (another process started an engine too), stay."""
+    older = tmp_path / "vllm_dist_older"
+    older.write_bytes(b"x")
+    proc = _start(_DURING_START, str(tmp_path), *created, tmpdir=tmp_path)
+    try:
+        word, sidecar = proc.stdout.readline().split()
+        assert word == "ready"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert _gone_within([tmp_path / n for n in removed], 10.0)
+        deadline = time.monotonic() + 10
+        while reaper._alive(int(sidecar)) and time.monotonic() < deadline:  # done: what it left stays
+            time.sleep(0.05)
+        assert older.exists() and all((tmp_path / n).exists() for n in created if n not in removed)
     finally:
         proc.kill()
         proc.wait()

@@ -244,14 +244,15 @@ class LocalVllmBackend:
         if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         self.engine_args, env = self.engine_arguments()
-        children_before: set[int] = set()
         if not self.in_process:
             # Worker processes talk over IPC socket files; a private folder keeps them out of the shared temp
             # folder and lets close() (or the reaper, if this process is killed) remove every one of them.
             self._ipc_dir = _private_ipc_dir()
             env["VLLM_RPC_BASE_PATH"] = self._ipc_dir
-            self._reaper = Reaper(self._ipc_dir)
-            children_before = current_child_pids()
+        # In-process engines get the sidecar too: it removes vLLM's rendezvous file if this process is killed,
+        # also during the start (see _dist_store_paths)
+        self._reaper = Reaper(self._ipc_dir, new_files=_dist_store_glob())
+        children_before = current_child_pids()
         os.environ.update(env)  # for the start only: StartGuard puts the caller's environment back
         if self.on_cpu:
             tune_cpu_allocator()
@@ -266,16 +267,13 @@ class LocalVllmBackend:
         try:
             llm = _import_vllm()[0].LLM(**self.engine_args)
         except Exception as exc:  # vLLM raises many types; keep its message, add the fix
-            self._release_reaper(kill_children_since=children_before if self._reaper is not None else None)
+            self._release_reaper(kill_children_since=children_before)
             if not LocalVllmBackend._live:  # a start that failed after its rendezvous leaves the file too
                 _remove_files(_dist_store_paths(None, _dist_store_files() - stores_before))
             raise self._explain_start_failure(exc) from exc
         self._dist_files = _dist_store_paths(llm, _dist_store_files() - stores_before)
-        if self._reaper is None and self._dist_files:  # in-process: a sidecar only to remove them after a kill
-            self._reaper = Reaper()
-        if self._reaper is not None:
-            self._reaper.watch(engine_child_pids(children_before) if not self.in_process else [],
-                               files=self._dist_files)
+        self._reaper.watch(engine_child_pids(children_before) if not self.in_process else [],
+                           files=self._dist_files)
         self.start_seconds = time.perf_counter() - started
         LocalVllmBackend._live += 1
         model_config = llm.llm_engine.model_config
@@ -441,9 +439,14 @@ class LocalVllmBackend:
         self._guard.after_close()
 
 
+def _dist_store_glob() -> str:
+    """Where vLLM puts its rendezvous files (the temp folder is read when needed: a caller may change it)."""
+    return os.path.join(glob.escape(tempfile.gettempdir()), "vllm_dist_*")
+
+
 def _dist_store_files() -> set[str]:
     """The ``vllm_dist_*`` files in the temp folder (see :func:`_dist_store_paths`)."""
-    return set(glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), "vllm_dist_*")))
+    return set(glob.glob(_dist_store_glob()))
 
 
 def _dist_store_paths(llm: Any, appeared: set[str]) -> list[str]:
