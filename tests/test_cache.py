@@ -7,6 +7,7 @@ own counters. The real-engine and real-CLI cases (lazy start, kill -9 in the mid
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -214,8 +215,8 @@ def test_cache_commands_report_compact_and_clear(tmp_path):
     assert sorted(n.entries for n in info.namespaces) == [10, len(TEXTS)]
     assert {n.dtype for n in info.namespaces} == {"float32", "bfloat16"} and info.bytes > 0
     assert compact_cache(tmp_path) >= 0
-    assert clear_cache(tmp_path, model="no-such-model") == 0
-    assert clear_cache(tmp_path) == 2 and cache_info(tmp_path).namespaces == []
+    assert clear_cache(tmp_path, model="no-such-model").removed == 0
+    assert clear_cache(tmp_path).removed == 2 and cache_info(tmp_path).namespaces == []
 
 
 # --- the real engine and the real CLI -----------------------------------------------------------------------
@@ -342,17 +343,90 @@ def test_pieces_are_never_smaller_than_what_a_fleet_holds_in_flight(tmp_path):
     assert [c.inputs for c in fleet.calls] == [5000]  # the fleet gets all of it at once
 
 
-def test_a_new_vllm_version_is_warned_about_and_entries_are_kept(tmp_path, caplog):
-    from mteb_vllm.cache_store import Manifest, Namespace
+class _Engine(FakeBackend):
+    """A FakeBackend that says it is the local engine (``kind`` decides the fingerprint's engine part)."""
 
-    first = Namespace(tmp_path, Manifest("f" * 24, {"model": "m"}, vllm="0.31.0"))
-    first.put([(b"k" * 16, np.ones(4, np.float32))])
-    first.close()
-    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
-        again = Namespace(tmp_path, Manifest("f" * 24, {"model": "m"}, vllm="0.32.0"))
-    assert "filled with vLLM 0.31.0; this run uses vLLM 0.32.0" in caplog.text
-    assert list(again.get([b"k" * 16])) == [b"k" * 16]
-    again.close()
+    kind = "local"
+
+    def __init__(self, config=None, *, vllm="0.32.0", **kwargs):
+        super().__init__(config, **kwargs)
+        self.vllm, self.on_cpu = vllm, True
+
+    @property
+    def info(self):
+        from mteb_vllm.backends.base import BackendInfo
+
+        return BackendInfo(kind=self.kind, model=self.model, revision=self.revision, dtype=self.dtype,
+                           max_model_len=self.max_model_len, details={"vllm": self.vllm})
+
+
+class _Fleet(_Engine):
+    kind = "remote"
+
+    def __init__(self, config=None, *, urls=("http://node1:8000",), **kwargs):
+        super().__init__(config, **kwargs)
+        self.endpoints = [type("Endpoint", (), {"url": u})() for u in urls]
+
+
+def _float32():
+    from mteb_vllm.config import EngineConfig
+
+    return EngineConfig(model="fake/encoder", dtype="float32", revision="a" * 40)
+
+
+def test_a_fleet_never_fills_the_local_engines_namespace_even_at_the_same_precision(tmp_path):
+    """N17: a fleet run with --dtype float32 wrote into the namespace a later local float32 run read."""
+    from mteb_vllm.backends.base import TokenizedInput
+
+    inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
+    fleet = _Fleet(_float32(), dim=32)  # serves other vectors (another checkpoint, another width)
+    CachedBackend(fleet, tmp_path, config=_float32()).pool(inputs, "embed")
+    local = _Engine(_float32())
+    out = CachedBackend(local, tmp_path, config=_float32()).pool(inputs, "embed")
+    assert local.inputs_seen == 20 and out.shape == (20, 64)
+    kinds = sorted(n.backend for n in cache_info(tmp_path).namespaces)
+    assert kinds == ["local", "remote (http://node1:8000)"]
+
+
+def test_a_new_vllm_torch_or_device_is_a_new_namespace_never_a_warning(tmp_path, monkeypatch):
+    from mteb_vllm import device
+    from mteb_vllm.backends import cached
+    from mteb_vllm.backends.base import TokenizedInput
+
+    inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
+
+    def run(**kwargs):
+        inner = _Engine(_float32(), **kwargs)
+        CachedBackend(inner, tmp_path, config=_float32()).pool(inputs, "embed")
+        return inner.inputs_seen
+
+    assert run() == 20 and run() == 0
+    assert run(vllm="0.33.0") == 20
+    monkeypatch.setattr(cached, "_version", lambda *dists: "9.9.9" if dists == ("torch",) else "0.32.0")
+    assert run() == 20
+    monkeypatch.setattr(device, "cpu_class", lambda: "cpu x86_64 Other CPU [avx2]")
+    assert run() == 20
+    (shown,) = [n for n in cache_info(tmp_path).namespaces if "Other CPU" in n.engine.get("device", "")]
+    assert shown.engine["torch"] == "9.9.9" and shown.vllm == "0.32.0" and shown.backend == "local"
+
+
+def test_the_device_class_is_named_without_initialising_cuda():
+    import subprocess
+
+    code = ("import sys; from mteb_vllm.device import device_class; print(device_class(True)); "
+            "print(device_class(False)); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.split("\n")
+    assert out[0].startswith("cpu ") and out[1].startswith("gpu ") and out[2] == "False"
+
+
+def test_endpoint_credentials_never_reach_the_manifest(tmp_path):
+    from mteb_vllm.backends.base import TokenizedInput
+
+    fleet = _Fleet(_float32(), urls=("http://user:sekret@node1:8000/",))
+    CachedBackend(fleet, tmp_path, config=_float32()).pool([TokenizedInput([2, 5, 3])], "embed")
+    assert all("sekret" not in p.read_text(errors="replace") for p in tmp_path.glob("*.json"))
+    assert [n.backend for n in cache_info(tmp_path).namespaces] == ["remote (http://node1:8000)"]
 
 
 class _GpuLikeBackend(FakeBackend):
@@ -447,13 +521,15 @@ def test_damaged_copies_are_counted_kept_apart_and_cleared_and_compact_skips_a_b
     b = _aside_name(good)  # the same second: another name, never over the first copy
     assert b != a
     b.write_bytes(b"y" * 50)
-    (tmp_path / "broken.sqlite").write_bytes(b"not a database at all" * 100)
+    broken = tmp_path / ("b" * 24 + ".sqlite")  # a namespace of ours whose file is damaged
+    broken.write_bytes(b"not a database at all" * 100)
+    broken.with_suffix(".json").write_text(json.dumps({"fingerprint": "b" * 24, "fields": {}}))
     info = cache_info(tmp_path)
     assert sorted(info.damaged_copies) == sorted([a, b]) and info.damaged_bytes == 150
     with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
         compact_cache(tmp_path)  # the unreadable file is reported and skipped, the good one still compacted
-    assert "broken.sqlite was not compacted" in caplog.text
-    assert [r.entries for r in verify_cache(tmp_path) if r.fingerprint == good.stem] == [20]
+    assert f"{broken.name} was not compacted" in caplog.text
+    assert [r.entries for r in verify_cache(tmp_path) if r.fingerprint == good.stem and r.structure == "ok"] == [20]
     clear_cache(tmp_path)
     assert not list(tmp_path.glob("*.corrupt-*")) and not list(tmp_path.glob("*.sqlite"))
 
@@ -467,3 +543,244 @@ def test_half_precision_nan_on_a_shared_engine_is_not_restarted_behind_the_cache
     with caplog.at_level(logging.WARNING, logger="mteb_vllm"), pytest.raises(NonFiniteOutputError):
         wrapper.embed_texts(TEXTS[:10])
     assert "restarting" not in caplog.text and shared.inputs_seen == 10
+
+
+# --- identity of a local folder, ownership of files, damage in the middle, --overwrite -------------------------
+def test_changed_bytes_with_the_old_size_and_mtime_get_a_new_revision(tmp_path, monkeypatch, caplog):
+    """N34: `cp -p`, `rsync -a`, `tar x` and `touch -r` restore size and mtime; the content hash must still see the
+    new bytes (the remembered digest is keyed by inode, size, mtime and ctime, and ctime cannot be set back)."""
+    from mteb_vllm import model_config
+
+    monkeypatch.setenv("MTEB_VLLM_CACHE", str(tmp_path / "user-cache"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"\x01" * 4096)
+    (folder / "config.json").write_text("{}")
+    before = model_config.local_revision(str(folder))
+    assert model_config.local_revision(str(folder)) == before  # remembered: the same answer
+    stat = weights.stat()
+    time.sleep(0.05)  # ctime moves with the clock tick of the write below
+    with open(weights, "r+b") as fh:  # new bytes in place: same inode, same size ...
+        fh.write(b"\x02" * 16)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ... and the old mtime (touch -r)
+    assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
+    monkeypatch.setattr(model_config, "HASH_NOTICE_SECONDS", 0.0)
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        after = model_config.local_revision(str(folder))
+    assert after != before
+    assert "hashed 1 changed or new file(s)" in caplog.text  # and it says how long that took
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        assert model_config.local_revision(str(folder)) == after
+    assert "hashed" not in caplog.text  # nothing changed: nothing read again
+
+
+def _foreign_folder(folder: Path) -> dict[Path, bytes]:
+    """A user's own files: a SQLite database with a same-named .json, and a database named like a namespace."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(folder / "customers.sqlite") as conn:
+        conn.execute("CREATE TABLE customers (name TEXT)")
+        conn.execute("INSERT INTO customers VALUES ('ada')")
+    conn.close()
+    (folder / "customers.json").write_text('{"owner": "me"}')
+    with sqlite3.connect(folder / ("c" * 24 + ".sqlite")) as conn:
+        conn.execute("CREATE TABLE meta (name TEXT, value TEXT)")  # even a 'meta' table is not our marker
+        conn.execute("INSERT INTO meta VALUES ('manifest', '{}')")
+    conn.close()
+    return {p: p.read_bytes() for p in (folder / "customers.sqlite", folder / "customers.json",
+                                        folder / ("c" * 24 + ".sqlite"))}
+
+
+def test_cache_commands_touch_only_files_the_cache_created(tmp_path, capsys):
+    """N38: `cache clear --cache-dir ~/myproject` deleted a user's database; `compact` vacuumed it."""
+    from mteb_vllm.cli import main
+
+    mine = _foreign_folder(tmp_path / "myproject")
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path / "myproject")]) == 1
+    assert "not an mteb-vllm cache folder" in capsys.readouterr().err
+    for action in (["compact"], ["verify", "--repair"], ["info"]):
+        assert main(["cache", *action, "--cache-dir", str(tmp_path / "myproject")]) == 1
+    assert {p: p.read_bytes() for p in (tmp_path / "myproject").iterdir()} == mine
+    # the same files inside a real cache folder: the cache's own go, the user's stay, byte for byte
+    cache = tmp_path / "cache"
+    wrapper, _ = _encoder(cache)
+    wrapper.embed_texts(TEXTS[:10])
+    wrapper.close()
+    theirs = _foreign_folder(cache)
+    info = cache_info(cache)
+    assert len(info.namespaces) == 1 and sorted(p.name for p in info.foreign) == ["c" * 24 + ".sqlite",
+                                                                              "customers.sqlite"]
+    compact_cache(cache)
+    assert all(r.healthy for r in verify_cache(cache, repair=True))
+    assert main(["cache", "clear", "--cache-dir", str(cache)]) == 0
+    assert "were not created by mteb-vllm and were left alone" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in cache.iterdir()} == theirs
+
+
+def test_clear_model_needs_an_exact_name_or_an_explicit_pattern(tmp_path, capsys):
+    """N39: `--model ""` wiped the whole cache; `--model e5` every model whose name contains "e5"."""
+    from mteb_vllm.cli import main
+
+    for name in ("acme/e5-small", "acme/multilingual-e5-large", "other/bge-small"):
+        w = VllmEncoderWrapper(name, backend="fake", cache_dir=tmp_path)
+        w.embed_texts(TEXTS[:3])
+        w.close()
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--model", ""]) == 2
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--model", "  "]) == 2
+    assert len(cache_info(tmp_path).namespaces) == 3
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--model", "e5"]) == 0
+    assert "no namespace of a model named 'e5'" in capsys.readouterr().err
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--model", "acme/e5-small"]) == 0
+    assert sorted(n.name for n in cache_info(tmp_path).namespaces) == ["acme/multilingual-e5-large",
+                                                                      "other/bge-small"]
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--model", "acme/*"]) == 0
+    assert [n.name for n in cache_info(tmp_path).namespaces] == ["other/bge-small"]
+
+
+def _damage_middle(db: Path) -> None:
+    """4 KB of random bytes over a page in the middle of the file (N29), the header left intact."""
+    import random
+
+    for suffix in ("-wal", "-shm"):
+        assert not Path(f"{db}{suffix}").exists()  # the writer closed: everything is in the main file
+    data = bytearray(db.read_bytes())
+    middle = (len(data) // 4096 // 2) * 4096
+    data[middle:middle + 4096] = random.Random(7).randbytes(4096)
+    db.write_bytes(bytes(data))
+
+
+def test_a_file_damaged_in_the_middle_is_moved_aside_once_and_repair_puts_its_entries_back(tmp_path, caplog,
+                                                                                              capsys):
+    """N29: the file stayed in use and every run recomputed the entries on the damaged page, forever."""
+    from mteb_vllm.cli import main
+
+    first, _ = _encoder(tmp_path)
+    expected = first.embed_texts(TEXTS)
+    first.close()
+    (db,) = tmp_path.glob("*.sqlite")
+    _damage_middle(db)
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        second, backend = _encoder(tmp_path)
+        np.testing.assert_array_equal(second.embed_texts(TEXTS), expected)
+        second.close()
+    assert "is damaged" in caplog.text and "moved it to" in caplog.text and backend.inputs_seen == len(TEXTS)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        third, backend = _encoder(tmp_path)
+        np.testing.assert_array_equal(third.embed_texts(TEXTS), expected)
+        third.close()
+    assert backend.inputs_seen == 0 and caplog.text == ""  # computed once, never again
+    (copy,) = cache_info(tmp_path).damaged_copies
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path)]) == 1  # the copy is reported
+    assert main(["cache", "verify", "--repair", "--cache-dir", str(tmp_path)]) == 0
+    assert "rebuilt:" in capsys.readouterr().out and not copy.exists()
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path)]) == 0
+
+
+def test_verify_repair_rebuilds_a_file_damaged_in_the_middle_from_its_readable_entries(tmp_path, capsys):
+    from mteb_vllm.cli import main
+
+    first, _ = _encoder(tmp_path)
+    expected = first.embed_texts(TEXTS)
+    first.close()
+    (db,) = tmp_path.glob("*.sqlite")
+    _damage_middle(db)
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path)]) == 1
+    assert "malformed" in capsys.readouterr().out
+    assert main(["cache", "verify", "--repair", "--cache-dir", str(tmp_path)]) == 0
+    (report,) = verify_cache(tmp_path)
+    assert report.structure == "ok" and report.healthy and 0 < report.entries < len(TEXTS)
+    assert not cache_info(tmp_path).damaged_copies  # the damaged file is gone, its good rows are kept
+    again, backend = _encoder(tmp_path)
+    np.testing.assert_array_equal(again.embed_texts(TEXTS), expected)
+    assert backend.inputs_seen == len(TEXTS) - report.entries  # only what was lost is computed
+
+
+def test_verify_repair_that_cannot_repair_exits_1_and_says_why(tmp_path, capsys, monkeypatch):
+    from mteb_vllm import cache_store
+    from mteb_vllm.cli import main
+
+    first, _ = _encoder(tmp_path)
+    first.embed_texts(TEXTS)
+    first.close()
+    (db,) = tmp_path.glob("*.sqlite")
+    _damage_middle(db)
+
+    def read_only(path):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(cache_store, "move_aside", read_only)
+    assert main(["cache", "verify", "--repair", "--cache-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "not repaired: cannot move it aside" in out.out and "Read-only file system" in out.out
+    assert "could not be repaired" in out.err
+
+
+def test_overwrite_computes_every_input_again_and_replaces_the_cached_entry(tmp_path):
+    """N47/N18/N34: `--overwrite` evaluated the tasks again from the cached vectors (108 cached, 0 computed)."""
+    import zlib
+
+    from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+    from mteb_vllm.backends.cached import refreshing
+    from mteb_vllm.runner import run_tasks
+
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    model, backend = _encoder(cache)
+    first = run_tasks(model, [MockSTSTask()], output_folder=results, show_progress_bar=False)
+    unique = backend.inputs_seen
+    (db,) = cache.glob("*.sqlite")
+    with sqlite3.connect(db) as conn:  # stale but intact entries: what another engine once computed
+        for key, data in conn.execute("SELECT key, data FROM items").fetchall():
+            stale = np.frombuffer(data, np.float32)[::-1].tobytes()
+            conn.execute("UPDATE items SET data=?, crc=? WHERE key=?", (stale, zlib.crc32(key + stale), key))
+    conn.close()
+    model, backend = _encoder(cache)
+    summary = run_tasks(model, [MockSTSTask()], output_folder=results, overwrite=True, show_progress_bar=False)
+    assert backend.inputs_seen == unique and [(o.cached, o.computed) for o in summary.outcomes] == [(0, unique)]
+    assert summary.outcomes[0].score == pytest.approx(first.outcomes[0].score, abs=1e-12)  # not the stale one
+    fresh, backend = _encoder(cache)  # the recomputed vectors replaced the stale ones for every later run
+    resumed = run_tasks(fresh, [MockSTSTask()], output_folder=tmp_path / "again", show_progress_bar=False)
+    assert backend.inputs_seen == 0 and resumed.outcomes[0].score == summary.outcomes[0].score
+    shared, backend = _encoder(cache)
+    with refreshing():  # what was computed inside is shared (two tasks with one corpus compute it once)
+        shared.embed_texts(TEXTS[:5])
+        shared.embed_texts(TEXTS[:5])
+    assert backend.inputs_seen == 5
+
+
+def test_a_cache_that_fell_back_to_off_reports_no_cached_or_computed_counts(tmp_path, caplog):
+    """N36: a read-only or unusable cache folder ran uncached, yet the table showed cached/computed columns."""
+    from mteb.mocks.mock_tasks.sts import MockSTSTask
+
+    from mteb_vllm.runner import run_tasks
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with caplog.at_level(logging.WARNING, logger="mteb_vllm"):
+        model, backend = _encoder(blocker / "cache")
+        summary = run_tasks(model, [MockSTSTask()], output_folder=tmp_path / "results", show_progress_bar=False)
+    assert "running without the cache" in caplog.text and backend.inputs_seen > 0
+    assert model.backend.stats is None
+    assert [(o.cached, o.computed) for o in summary.outcomes] == [(None, None)]
+
+
+def test_entries_stored_after_a_clear_during_the_run_are_kept(tmp_path):
+    """N32: `cache clear` while a run writes; the rows written after it went to the unlinked file."""
+    running, _ = _encoder(tmp_path)
+    running.embed_texts(TEXTS[:10])
+    assert clear_cache(tmp_path).removed == 1
+    running.embed_texts(TEXTS[10:20])
+    later, backend = _encoder(tmp_path)
+    later.embed_texts(TEXTS[10:20])
+    assert backend.inputs_seen == 0
+
+
+def test_a_cached_backend_shared_into_another_cached_wrapper_keeps_the_engines_identity(tmp_path):
+    from mteb_vllm.backends.cached import engine_identity
+
+    inner = _Engine(_float32())
+    shared = CachedBackend(inner, tmp_path / "a", config=_float32())
+    assert engine_identity(CachedBackend(shared, tmp_path / "b", config=_float32())) == engine_identity(inner)
+    assert engine_identity(inner)["vllm"] == "0.32.0" and engine_identity(inner)["device"].startswith("cpu ")

@@ -14,7 +14,8 @@ file and LMDB:
   30k vectors in a fraction of a second.
 - **Corruption is detected, never returned.** SQLite checks its own structure (``quick_check``); bit flips
   inside a value are caught by a CRC32 stored with each row and verified on every read. A bad row is
-  reported, deleted and computed again; a file SQLite cannot open is moved aside with a warning.
+  reported, deleted and computed again; a file SQLite cannot open, or whose pages turn out damaged when read,
+  is moved aside with a warning (``mteb-vllm cache verify --repair`` recovers its readable rows).
 
 LMDB would be faster for raw reads but needs a map size chosen up front and a C extension; ``.npy`` segments
 would need our own index, locking and compaction. Neither buys anything measurable here.
@@ -22,30 +23,48 @@ would need our own index, locking and compaction. Neither buys anything measurab
 A namespace is a fingerprint of everything that decides what a model computes (see
 :func:`fingerprint_fields`); an item's key is a hash of the exact engine input (token ids, segment ids, pooling
 task), so a changed prompt, truncation or template can never return a stale value.
+
+**What the cache may touch.** A cache folder may be any folder a user names, so the upkeep commands
+(:func:`cache_info`, :func:`verify_cache`, :func:`compact_cache`, :func:`clear_cache`) only ever touch files
+this module created: ``<24 hex digits>.sqlite`` files that carry its marker (a ``meta`` row naming
+``mteb-vllm`` and the format version, or the manifest of an older format), their ``.json`` descriptions and
+``-wal``/``-shm`` journals, and the damaged copies it moved aside. Any other file is listed as foreign and
+left alone.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import MtebVllmError
+from .errors import MtebVllmError, UsageError
 
 logger = logging.getLogger(__name__)
 
-#: Bumped when the layout or the key derivation changes: an old cache is then simply not found.
-FORMAT_VERSION = 2
+#: Bumped when the layout, the key derivation or the fingerprint changes: an old cache is then simply not found
+#: (``cache info`` lists it as an older format, ``cache clear`` removes it).
+FORMAT_VERSION = 3
+#: The marker every file of ours carries (``meta`` row ``creator``).
+CREATOR = "mteb-vllm"
 _SELECT_CHUNK = 500  # keys per SELECT ... IN (...)
+_SALVAGE_CHUNK = 1000  # rowids per read when recovering a damaged file
+_SALVAGE_MAX_LOST = 200_000  # single rows that fail before a recovery gives up on a file
+
+_NAMESPACE_FILE = re.compile(r"^[0-9a-f]{24}\.sqlite$")
+_DAMAGED_FILE = re.compile(r"^([0-9a-f]{24})\.sqlite\.corrupt-\d{8}-\d{6}(?:-\d+)?(-wal|-shm)?$")
+_JOURNALS = ("", "-wal", "-shm")
 
 
 class CacheError(MtebVllmError, OSError):
@@ -81,24 +100,29 @@ NEUTRAL_ENGINE_ARGS = frozenset({
 })
 
 
-def fingerprint_fields(info: Any, config: Any) -> dict[str, Any]:
+def fingerprint_fields(info: Any, config: Any, engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that decides the numbers a model returns for given token ids.
 
     From the backend: the model (hub id; a local folder by its content hash alone, so moving the folder keeps
     its cache), the revision actually loaded (a commit or ``local-<hash>``; never a moving branch), the resolved
     precision and the context length. From the engine config: quantization, pooling and normalization, the
     runner conversion, the classifier head overrides and score template, the head's dtype, and every other
-    pass-through engine argument but the scheduling ones (:data:`NEUTRAL_ENGINE_ARGS`). The backend kind is
-    left out on purpose: a fleet and the local engine compute the same values and share entries.
+    pass-through engine argument but the scheduling ones (:data:`NEUTRAL_ENGINE_ARGS`).
+
+    ``engine`` is what computes (see :func:`mteb_vllm.backends.cached.engine_identity`): the backend kind, and
+    for the local engine the vLLM and torch versions and the device class, for a fleet its endpoints and the
+    identity it reports. A fleet and the local engine therefore never share entries, even at the same
+    precision, and a vLLM upgrade or another GPU model starts a new namespace.
     """
     revision = getattr(info, "revision", None)
     local = str(revision or "").startswith("local-")
     template = getattr(config, "score_template", None)
     engine_kwargs = dict(getattr(config, "engine_kwargs", None) or {})
     others = {k: v for k, v in engine_kwargs.items() if k not in NEUTRAL_ENGINE_ARGS and k != "quantization"}
-    # added only when present, so a cache filled without pass-through arguments keeps its fingerprint
+    # added only when present, so that adding none keeps the fingerprint short and stable
     extra = {"engine_args": json.dumps(others, sort_keys=True, default=repr)} if others else {}
-    return {**extra,
+    engine = dict(engine if engine is not None else {"backend": str(getattr(info, "kind", "") or "unknown")})
+    return {**extra, **engine,
         "format": FORMAT_VERSION,
         "model": "local" if local else str(getattr(info, "model", "")),
         "revision": revision,
@@ -130,6 +154,16 @@ class Manifest:
     vllm: str | None = None
     created: float = field(default_factory=time.time)
 
+    def to_json(self) -> str:
+        return json.dumps({"creator": CREATOR, "format": FORMAT_VERSION, "fingerprint": self.fingerprint,
+                           "fields": self.fields, "name": self.name, "vllm": self.vllm, "created": self.created},
+                          sort_keys=True, default=repr)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any], fingerprint: str) -> Manifest:
+        return cls(fingerprint, dict(data.get("fields") or {}), name=str(data.get("name") or ""),
+                   vllm=data.get("vllm"), created=float(data.get("created") or time.time()))
+
 
 class Namespace:
     """One model fingerprint's entries in ``{cache_dir}/{fingerprint}.sqlite``.
@@ -143,7 +177,9 @@ class Namespace:
         self.path = self.folder / f"{manifest.fingerprint}.sqlite"
         self.max_bytes = max_bytes
         self.writable = True
+        self.readable = True
         self.corrupt_rows = 0
+        self._identity: tuple[int, int] | None = None
         self._conn = self._open()
 
     # connection ---------------------------------------------------------------------------------------------
@@ -182,41 +218,37 @@ class Namespace:
             # and moving a healthy cache aside for it would throw its entries away.
             if isinstance(exc, sqlite3.OperationalError):
                 raise CacheError(f"the cache file {self.path} cannot be opened ({exc})") from None
-            aside = _aside_name(self.path)
-            logger.warning("cache file %s is damaged (%s); moved it to %s and starting an empty one: its entries "
-                           "will be computed again (mteb-vllm cache clear removes the damaged copy)",
-                           self.path, exc, aside.name)
             try:
-                for suffix in ("", "-wal", "-shm"):
-                    src = Path(f"{self.path}{suffix}")
-                    if src.exists():
-                        src.rename(Path(f"{aside}{suffix}"))
+                aside = move_aside(self.path)
+                logger.warning("cache file %s is damaged (%s); moved it to %s and starting an empty one: its entries "
+                               "will be computed again (mteb-vllm cache verify --repair recovers its readable "
+                               "entries)", self.path, exc, aside.name)
                 conn = self._connect()
             except (sqlite3.DatabaseError, OSError) as again:
                 raise CacheError(f"the cache file {self.path} cannot be opened ({again})") from None
+        self._identity = _file_identity(self.path)
         self._write_manifest(conn)
         return conn
 
     def _write_manifest(self, conn: sqlite3.Connection) -> None:
-        data = json.dumps({"fingerprint": self.manifest.fingerprint, "fields": self.manifest.fields,
-                           "name": self.manifest.name, "vllm": self.manifest.vllm,
-                           "created": self.manifest.created}, sort_keys=True)
+        data = self.manifest.to_json()
         try:
-            stored = conn.execute("SELECT value FROM meta WHERE name='manifest'").fetchone()
-            if stored is not None:
-                old = json.loads(stored[0])
-                if self.manifest.vllm and old.get("vllm") and old["vllm"] != self.manifest.vllm:
-                    logger.warning("cache %s was filled with vLLM %s; this run uses vLLM %s. Entries are reused "
-                                   "(same model, revision and settings); clear the cache (mteb-vllm cache clear) "
-                                   "if the new version changes results", self.path.name, old["vllm"],
-                                   self.manifest.vllm)
+            if conn.execute("SELECT value FROM meta WHERE name='manifest'").fetchone() is not None:
                 return
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (data,))
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                             [("creator", CREATOR), ("format", str(FORMAT_VERSION)), ("manifest", data)])
+            conn.execute("COMMIT")
             sidecar = self.path.with_suffix(".json")
             tmp = sidecar.with_suffix(f".json.{os.getpid()}.tmp")
             tmp.write_text(data)
             os.replace(tmp, sidecar)
         except (sqlite3.DatabaseError, OSError) as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
             self._disable_writes(exc)
 
     def _disable_writes(self, exc: BaseException) -> None:
@@ -225,20 +257,65 @@ class Namespace:
                            "are not affected; free space or pass another --cache-dir to keep them)", self.path, exc)
         self.writable = False
 
+    def _recover(self, exc: sqlite3.DatabaseError) -> bool:
+        """A read or write failed. True when the file was damaged and an empty one now replaces it.
+
+        Why confirm first: "malformed" can also come from another process replacing the file under us. SQLite's
+        own structure check decides; a damaged file is moved aside (its readable entries can be recovered with
+        ``mteb-vllm cache verify --repair``) so the run stops reading it, instead of failing on it and
+        recomputing the same entries at every call.
+        """
+        if isinstance(exc, sqlite3.OperationalError):  # an I/O error, a lock, a vanished -wal: not the contents
+            return False
+        try:
+            verdict = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as check:
+            verdict = str(check)
+        if verdict == "ok":
+            return False
+        _close_quietly(self._conn)
+        try:
+            if _file_identity(self.path) == self._identity:  # not yet moved aside by another process
+                aside = move_aside(self.path)
+                logger.warning("cache file %s is damaged (%s: %s); moved it to %s and going on with an empty one: "
+                               "its entries are computed again (mteb-vllm cache verify --repair recovers the "
+                               "readable ones)", self.path, exc, verdict, aside.name)
+            self._conn = self._connect()
+            self._identity = _file_identity(self.path)
+            self._write_manifest(self._conn)
+            return True
+        except (sqlite3.DatabaseError, OSError) as again:
+            logger.warning("cache file %s is damaged (%s) and cannot be replaced (%s); going on without the cache",
+                           self.path, exc, again)
+            self.readable = False
+            self.writable = False
+            return False
+
     # reads and writes -------------------------------------------------------------------------------------
-    def get(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
-        """Entries found for ``keys``; a row whose checksum does not match is dropped and reported."""
+    def get(self, keys: list[bytes], *, fresh_only: bool = False) -> dict[bytes, np.ndarray]:
+        """Entries found for ``keys``; a row whose checksum does not match is dropped and reported.
+
+        ``fresh_only``: only entries this connection stored with ``put(..., replace=True)`` (``--overwrite``:
+        nothing stored before is trusted, what was recomputed since is shared).
+        """
         found: dict[bytes, np.ndarray] = {}
         bad: list[bytes] = []
+        if not self.readable:
+            return found
         for start in range(0, len(keys), _SELECT_CHUNK):
             chunk = keys[start:start + _SELECT_CHUNK]
             marks = ",".join("?" * len(chunk))
+            sql = (f"SELECT i.key, i.dim, i.crc, i.data FROM items i JOIN temp.fresh f ON f.key = i.key "
+                   f"WHERE i.key IN ({marks})" if fresh_only else
+                   f"SELECT key, dim, crc, data FROM items WHERE key IN ({marks})")
             try:
-                rows = self._conn.execute(f"SELECT key, dim, crc, data FROM items WHERE key IN ({marks})",
-                                          chunk).fetchall()
+                if fresh_only:
+                    self._fresh_table()
+                rows = self._conn.execute(sql, chunk).fetchall()
             except sqlite3.DatabaseError as exc:
-                logger.warning("cache %s cannot be read (%s); computing these entries again", self.path, exc)
-                return found
+                if not self._recover(exc):
+                    logger.warning("cache %s cannot be read (%s); computing these entries again", self.path, exc)
+                return found  # after a recovery the file is empty: the rest are misses
             for key, dim, crc, data in rows:
                 if zlib.crc32(key + data) != crc or len(data) != 4 * dim:
                     bad.append(key)
@@ -255,8 +332,14 @@ class Namespace:
                     pass
         return found
 
-    def put(self, items: Iterable[tuple[bytes, np.ndarray]]) -> int:
-        """Store rows in one transaction (durable when this returns); returns how many were new."""
+    def _fresh_table(self) -> None:
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS fresh (key BLOB PRIMARY KEY)")
+
+    def put(self, items: Iterable[tuple[bytes, np.ndarray]], *, replace: bool = False) -> int:
+        """Store rows in one transaction (durable when this returns); returns how many were stored.
+
+        ``replace``: overwrite entries stored before (``--overwrite``) and note the keys as fresh (see :meth:`get`).
+        """
         if not self.writable:
             return 0
         rows = []
@@ -265,19 +348,48 @@ class Namespace:
             rows.append((key, len(data) // 4, zlib.crc32(key + data), data))
         if not rows:
             return 0
-        try:
-            before = self._conn.total_changes
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)", rows)
-            self._conn.execute("COMMIT")
-            return self._conn.total_changes - before
-        except sqlite3.DatabaseError as exc:  # disk full, read-only file, a locked database past the timeout
+        for attempt in (1, 2):
             try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.DatabaseError:
-                pass
-            self._disable_writes(exc)
-            return 0
+                return self._insert(rows, replace)
+            except sqlite3.DatabaseError as exc:  # disk full, read-only file, a locked database, damage
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
+                if attempt == 1 and self._recover(exc):
+                    continue  # the damaged file was replaced: store these rows in the new one
+                self._disable_writes(exc)
+                break
+        return 0
+
+    def _follow_replacement(self) -> None:
+        """Reopen when the file was removed or replaced since it was opened (``cache clear`` or ``verify
+        --repair`` while this run writes): rows stored into the old, unlinked file would be lost."""
+        if _file_identity(self.path) == self._identity:
+            return
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError:  # cannot create it again: the insert below reports the real problem
+            return
+        logger.info("cache file %s was removed or replaced by another process; reopened it", self.path)
+        _close_quietly(self._conn)
+        self._conn = conn
+        self._identity = _file_identity(self.path)
+        self._write_manifest(conn)
+
+    def _insert(self, rows: list[tuple[bytes, int, int, bytes]], replace: bool) -> int:
+        self._follow_replacement()
+        if replace:
+            self._fresh_table()
+        before = self._conn.total_changes
+        self._conn.execute("BEGIN IMMEDIATE")
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        self._conn.executemany(f"{verb} INTO items VALUES (?, ?, ?, ?)", rows)
+        changed = self._conn.total_changes - before
+        if replace:
+            self._conn.executemany("INSERT OR IGNORE INTO temp.fresh VALUES (?)", [(r[0],) for r in rows])
+        self._conn.execute("COMMIT")
+        return changed
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM items").fetchone()[0])
@@ -294,12 +406,30 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
             pass
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _aside_name(path: Path) -> Path:
     """Where a damaged file goes: ``<name>.corrupt-<time>[-n]``, never over an earlier damaged copy."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
     while aside.exists():
         aside, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    return aside
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged namespace file and its journals to ``<name>.corrupt-<time>``; returns the new name."""
+    aside = _aside_name(path)
+    for suffix in _JOURNALS:
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(Path(f"{aside}{suffix}"))
     return aside
 
 
@@ -315,14 +445,30 @@ class NamespaceInfo:
     bytes: int
     vllm: str | None
     path: Path
+    #: what computed the entries (:func:`fingerprint_fields`' engine part): backend, device, torch, endpoints ...
+    engine: dict[str, Any] = field(default_factory=dict)
+    #: the file's format; older formats are never read by this version (``clear`` removes them)
+    format: int = FORMAT_VERSION
+
+    @property
+    def backend(self) -> str:
+        kind = str(self.engine.get("backend") or "?")
+        endpoints = self.engine.get("endpoints")
+        return f"{kind} ({', '.join(endpoints)})" if endpoints else kind
+
+    @property
+    def current(self) -> bool:
+        return self.format == FORMAT_VERSION
 
 
 @dataclass
 class CacheInfo:
     folder: Path
     namespaces: list[NamespaceInfo]
-    #: damaged files moved aside (``*.sqlite.corrupt-*``), kept for inspection until ``clear``
+    #: damaged files moved aside (``<fingerprint>.sqlite.corrupt-*``), kept until ``verify --repair`` or ``clear``
     damaged_copies: list[Path] = field(default_factory=list)
+    #: ``*.sqlite`` files in the folder this cache did not create: listed, never touched
+    foreign: list[Path] = field(default_factory=list)
 
     @property
     def damaged_bytes(self) -> int:
@@ -343,19 +489,80 @@ class VerifyReport:
     name: str
     entries: int
     damaged: int
-    structure: str  # "ok" or SQLite's complaint
+    structure: str  # "ok", SQLite's complaint, or "moved aside" for a damaged copy
+    #: what ``repair`` did ("" without it)
+    action: str = ""
+    #: False when damage remains (found without ``repair``, or ``repair`` could not fix it)
+    healthy: bool = True
 
 
-def _files(folder: Path, pattern: str = "*.sqlite") -> list[Path]:
-    """The namespace files (or, with ``pattern=DAMAGED``, the damaged copies moved aside)."""
-    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+@dataclass(frozen=True)
+class ClearReport:
+    removed: int
+    damaged_removed: int = 0
+    foreign: list[Path] = field(default_factory=list)
 
 
-DAMAGED = "*.sqlite.corrupt-*"
+@dataclass
+class _Folder:
+    """The files of a cache folder, sorted by who made them."""
+
+    namespaces: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # (file, stored manifest)
+    damaged: list[Path] = field(default_factory=list)  # main files of damaged copies (journals go with them)
+    foreign: list[Path] = field(default_factory=list)
+
+
+def _scan(folder: Path) -> _Folder:
+    out = _Folder()
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        if _NAMESPACE_FILE.match(path.name):
+            manifest = _stored_manifest(path)
+            if manifest is None:
+                out.foreign.append(path)
+            else:
+                out.namespaces.append((path, manifest))
+        elif m := _DAMAGED_FILE.match(path.name):
+            # a journal goes with its main file; one whose main file is gone is listed by itself
+            if not m.group(2) or not Path(str(path)[:-4]).exists():
+                out.damaged.append(path)
+        elif path.suffix == ".sqlite":
+            out.foreign.append(path)
+    return out
+
+
+def _stored_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of a namespace file this cache created, else None (not ours: never touched).
+
+    Ours means: the ``meta`` table names mteb-vllm (format 3 on), or holds a manifest for this very file name
+    (format 2), or the ``.json`` description we write beside every namespace says so (a file whose header is
+    damaged cannot tell by itself). ``{}`` for a file of ours whose manifest cannot be read."""
+    conn = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        rows = dict(conn.execute("SELECT name, value FROM meta WHERE name IN ('creator', 'manifest')").fetchall())
+        manifest = json.loads(rows["manifest"]) if "manifest" in rows else {}
+        if rows.get("creator") == CREATOR or manifest.get("fingerprint") == path.stem:
+            return manifest if isinstance(manifest, dict) else {}
+    except (sqlite3.Error, ValueError, TypeError):
+        pass
+    finally:
+        _close_quietly(conn)
+    sidecar = _sidecar_manifest(path.stem, path.parent)
+    return {} if sidecar is not None else None
+
+
+def _sidecar_manifest(stem: str, folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("fingerprint") == stem else None
 
 
 def _size(path: Path) -> int:
-    return sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal", "-shm") if Path(f"{path}{s}").exists())
+    return sum(Path(f"{path}{s}").stat().st_size for s in _JOURNALS if Path(f"{path}{s}").exists())
 
 
 def _read_manifest(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -363,55 +570,183 @@ def _read_manifest(conn: sqlite3.Connection) -> dict[str, Any]:
     return json.loads(row[0]) if row else {}
 
 
+#: Manifest fields that describe the engine (shown by ``cache info``), as :func:`fingerprint_fields` stores them.
+ENGINE_FIELDS = ("backend", "vllm", "torch", "device", "endpoints", "identity")
+
+
 def cache_info(cache_dir: str | os.PathLike[str]) -> CacheInfo:
-    """Namespaces, entries and bytes on disk per model."""
+    """Namespaces, entries and bytes on disk per model, what computed them, and the files left alone."""
     folder = Path(cache_dir).expanduser()
+    scan = _scan(folder)
     out = []
-    for path in _files(folder):
+    for path, manifest in scan.namespaces:
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
-            manifest = _read_manifest(conn)
             entries = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
             conn.close()
         except sqlite3.DatabaseError as exc:
-            logger.warning("cache file %s cannot be read: %s", path, exc)
-            manifest, entries = {}, 0
+            logger.warning("cache file %s cannot be read: %s (mteb-vllm cache verify checks it)", path, exc)
+            entries = 0
+        manifest = manifest or _sidecar_manifest(path.stem, folder) or {}
         fields = manifest.get("fields", {})
+        engine = {k: fields[k] for k in ENGINE_FIELDS if fields.get(k) is not None}
         out.append(NamespaceInfo(path.stem, manifest.get("name", ""), fields.get("model", "?"),
                                  fields.get("revision"), fields.get("dtype", "?"), entries, _size(path),
-                                 manifest.get("vllm"), path))
-    return CacheInfo(folder, out, _files(folder, DAMAGED))
+                                 fields.get("vllm") or manifest.get("vllm"), path, engine,
+                                 int(fields.get("format") or manifest.get("format") or 0)))
+    return CacheInfo(folder, out, scan.damaged, scan.foreign)
+
+
+# --- verify and repair ------------------------------------------------------------------------------------------
+def _check_rows(conn: sqlite3.Connection) -> tuple[int, list[bytes]]:
+    bad, total = [], 0
+    for key, dim, crc, data in conn.execute("SELECT key, dim, crc, data FROM items"):
+        total += 1
+        if zlib.crc32(key + data) != crc or len(data) != 4 * dim:
+            bad.append(key)
+    return total, bad
 
 
 def verify_cache(cache_dir: str | os.PathLike[str], *, repair: bool = False) -> list[VerifyReport]:
-    """SQLite's structure check and every row's checksum; ``repair`` deletes the damaged rows."""
+    """SQLite's structure check and every row's checksum, per namespace, and the damaged copies moved aside.
+
+    ``repair``: damaged rows are deleted; a file whose structure is damaged is moved aside and rebuilt from its
+    readable rows (each checksum verified) into a new file; the readable rows of damaged copies a run moved aside
+    are put back into their namespace and the copy removed. A report whose ``healthy`` is False says why a
+    repair was not possible.
+    """
+    folder = Path(cache_dir).expanduser()
+    scan = _scan(folder)
     reports = []
-    for path in _files(Path(cache_dir).expanduser()):
+    for path, manifest in scan.namespaces:
+        name = manifest.get("name", "")
         try:
             conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-            structure = conn.execute("PRAGMA quick_check").fetchone()[0]
-            manifest = _read_manifest(conn)
-            bad, total = [], 0
-            for key, dim, crc, data in conn.execute("SELECT key, dim, crc, data FROM items"):
-                total += 1
-                if zlib.crc32(key + data) != crc or len(data) != 4 * dim:
-                    bad.append(key)
-            if repair and bad:
-                conn.executemany("DELETE FROM items WHERE key=?", [(k,) for k in bad])
-            conn.close()
+            try:
+                structure = conn.execute("PRAGMA quick_check").fetchone()[0]
+                total, bad = _check_rows(conn) if structure == "ok" else (0, [])
+                if repair and bad:
+                    conn.executemany("DELETE FROM items WHERE key=?", [(k,) for k in bad])
+            finally:
+                conn.close()
         except sqlite3.DatabaseError as exc:
-            reports.append(VerifyReport(path.stem, "", 0, 0, f"unreadable: {exc}"))
+            structure, total, bad = f"damaged: {exc}", 0, []
+        if structure == "ok":
+            action = f"deleted {len(bad)} damaged entries" if repair and bad else ""
+            reports.append(VerifyReport(path.stem, name, total, len(bad), "ok", action, not bad or repair))
             continue
-        reports.append(VerifyReport(path.stem, manifest.get("name", ""), total, len(bad), structure))
+        if not structure.startswith("damaged"):
+            structure = f"damaged: {structure.splitlines()[0]}"
+        if not repair:
+            reports.append(VerifyReport(path.stem, name, total, 0, structure, "", False))
+            continue
+        try:
+            aside = move_aside(path)
+        except OSError as exc:
+            reports.append(VerifyReport(path.stem, name, total, 0, structure,
+                                        f"not repaired: cannot move it aside ({exc})", False))
+            continue
+        reports.append(_rebuild(aside, path.stem, folder, structure, manifest))
+    for copy in scan.damaged:
+        stem = _DAMAGED_FILE.match(copy.name).group(1)  # type: ignore[union-attr]
+        if repair:
+            reports.append(_rebuild(copy, stem, folder, "moved aside (damaged)", None))
+        else:
+            reports.append(VerifyReport(stem, "", 0, 0, f"moved aside (damaged): {copy.name}", "", False))
     return reports
 
 
+def _rebuild(copy: Path, stem: str, folder: Path, structure: str, manifest: dict[str, Any] | None) -> VerifyReport:
+    """Put the readable, checksum-verified rows of a damaged copy into namespace ``stem``; remove the copy."""
+    source = target = None
+    recovered = lost = 0
+    try:
+        source = sqlite3.connect(copy, timeout=60.0, isolation_level=None)
+        try:
+            manifest = manifest or _read_manifest(source)
+        except (sqlite3.DatabaseError, ValueError):
+            pass
+        manifest = manifest or _sidecar_manifest(stem, folder) or {}
+        for rows, failed in _readable_rows(source):
+            lost += failed
+            if not rows:
+                continue
+            if target is None:  # created with the first readable row: nothing readable creates nothing
+                target = Namespace(folder, Manifest.from_stored(manifest, stem) if manifest else
+                                   Manifest(stem, {}, name="(rebuilt without its manifest)"))
+            recovered += target.put((key, np.frombuffer(data, dtype=np.float32)) for key, data in rows)
+            if not target.writable:
+                raise OSError(f"{target.path} cannot be written")
+    except (sqlite3.DatabaseError, OSError, _SalvageAborted) as exc:
+        name = (manifest or {}).get("name", "")
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) \
+                and not recovered:
+            # nothing in it is readable (its header is gone): the namespace is healthy without it
+            _close_quietly(source)
+            _remove_file(copy)
+            return VerifyReport(stem, name, 0, 0, structure, f"nothing readable in {copy.name} ({exc}); removed it",
+                                True)
+        return VerifyReport(stem, name, recovered, 0, structure, f"not repaired: {exc}; {copy.name} kept", False)
+    finally:
+        _close_quietly(source)
+        if target is not None:
+            target.close()
+    _remove_file(copy)
+    lost_text = f", {lost} unreadable" if lost else ""
+    return VerifyReport(stem, manifest.get("name", ""), recovered, 0, structure,
+                        f"rebuilt: {recovered} entries recovered{lost_text}; {copy.name} removed", True)
+
+
+class _SalvageAborted(Exception):
+    pass
+
+
+def _readable_rows(conn: sqlite3.Connection) -> Iterator[tuple[list[tuple[bytes, bytes]], int]]:
+    """(key, data) of every row SQLite can still read and whose checksum holds, in rowid chunks; with each chunk,
+    how many rows (or rowids) could not be read. A range SQLite reports damaged is halved until the damage is
+    pinned to single rows, so one bad page costs the rows on it, not the file."""
+    try:
+        top = conn.execute("SELECT max(rowid) FROM items").fetchone()[0] or 0
+    except sqlite3.DatabaseError:
+        # the right edge of the table is damaged: bound the rowids by what the file could hold
+        pages, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+        top = pages * size // 24
+    lost_total = 0
+
+    def read(lo: int, hi: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        nonlocal lost_total
+        try:
+            rows = conn.execute("SELECT key, dim, crc, data FROM items WHERE rowid BETWEEN ? AND ?",
+                                (lo, hi)).fetchall()
+        except sqlite3.DatabaseError:
+            if lo == hi:
+                lost_total += 1
+                if lost_total > _SALVAGE_MAX_LOST:
+                    raise _SalvageAborted(f"more than {_SALVAGE_MAX_LOST} rows unreadable") from None
+                return [], 1
+            mid = (lo + hi) // 2
+            left, right = read(lo, mid), read(mid + 1, hi)
+            return left[0] + right[0], left[1] + right[1]
+        good = [(k, d) for k, dim, crc, d in rows if zlib.crc32(k + d) == crc and len(d) == 4 * dim]
+        return good, len(rows) - len(good)
+
+    for lo in range(1, top + 1, _SALVAGE_CHUNK):
+        yield read(lo, min(top, lo + _SALVAGE_CHUNK - 1))
+
+
+def _remove_file(path: Path) -> None:
+    for suffix in _JOURNALS:
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+# --- compact and clear ---------------------------------------------------------------------------------------------
 def compact_cache(cache_dir: str | os.PathLike[str]) -> int:
     """Checkpoint the write-ahead logs and VACUUM every namespace; returns bytes freed. A file that cannot be
     compacted (damaged, locked, a full disk) is reported and skipped; the others are still compacted."""
     folder = Path(cache_dir).expanduser()
-    before = sum(_size(p) for p in _files(folder))
-    for path in _files(folder):
+    paths = [p for p, _ in _scan(folder).namespaces]
+    before = sum(_size(p) for p in paths)
+    for path in paths:
         conn = None
         try:
             conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
@@ -421,21 +756,38 @@ def compact_cache(cache_dir: str | os.PathLike[str]) -> int:
             logger.warning("cache file %s was not compacted: %s (mteb-vllm cache verify checks it)", path, exc)
         finally:
             _close_quietly(conn)
-    return before - sum(_size(p) for p in _files(folder))
+    return before - sum(_size(p) for p in paths)
 
 
-def clear_cache(cache_dir: str | os.PathLike[str], *, model: str | None = None) -> int:
-    """Delete every namespace (or those whose model or name contains ``model``); returns how many. Without
-    ``model`` the damaged copies moved aside go too."""
-    removed = 0
+def model_matches(pattern: str, info: NamespaceInfo) -> bool:
+    """``pattern`` names the model exactly (its name in results, e.g. ``intfloat/e5-small``, or the hub id), or
+    is a shell-style pattern when it holds ``*``, ``?`` or ``[`` (``'intfloat/*'``). Never a substring match:
+    ``--model e5`` must not clear ``multilingual-e5-large``."""
+    names = [n for n in (info.name, info.model) if n]
+    if any(ch in pattern for ch in "*?["):
+        return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+    return pattern in names
+
+
+def clear_cache(cache_dir: str | os.PathLike[str], *, model: str | None = None) -> ClearReport:
+    """Delete every namespace of this cache (or those of one model, see :func:`model_matches`). Without
+    ``model`` the damaged copies moved aside go too. Files the cache did not create are never touched."""
+    if model is not None and not model.strip():
+        raise UsageError("--model is empty: name a model exactly (as `mteb-vllm cache info` lists it) or give a "
+                         "pattern such as 'intfloat/*'; leave --model out to clear the whole cache")
+    folder = Path(cache_dir).expanduser()
+    info = cache_info(folder)
+    removed = damaged = 0
     if model is None:
-        for copy in _files(Path(cache_dir).expanduser(), DAMAGED):
-            copy.unlink(missing_ok=True)
-    for info in cache_info(cache_dir).namespaces:
-        if model is not None and model not in info.model and model not in info.name:
+        for copy in info.damaged_copies:
+            _remove_file(copy)
+            damaged += 1
+    for ns in info.namespaces:
+        if model is not None and not model_matches(model, ns):
             continue
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{info.path}{suffix}").unlink(missing_ok=True)
-        info.path.with_suffix(".json").unlink(missing_ok=True)
+        _remove_file(ns.path)
+        sidecar = ns.path.with_suffix(".json")
+        if _sidecar_manifest(ns.fingerprint, folder) is not None:
+            sidecar.unlink(missing_ok=True)
         removed += 1
-    return removed
+    return ClearReport(removed, damaged, info.foreign)

@@ -9,13 +9,16 @@ A :class:`Reaper` is a tiny sidecar process (standard library only, so it starts
 the read end of a pipe whose write end only the parent has. When the parent exits in any way, the pipe
 reaches end-of-file; unless the parent said "done" first (an orderly shutdown, which stops the engine
 itself), the reaper terminates the engine processes it was told about (SIGTERM, then SIGKILL after a grace
-period) and removes the folder of vLLM's IPC socket files.
+period), removes the folder of vLLM's IPC socket files and the temp files it was told about (the
+``$TMPDIR/vllm_dist_<uuid>`` rendezvous file vLLM deletes only on an orderly shutdown).
 
-    python -m mteb_vllm.reaper PARENT_PID [IPC_DIR]   (started by Reaper; reads "pid N" / "done" lines)
+    python -m mteb_vllm.reaper PARENT_PID [IPC_DIR]
+    (started by Reaper; reads "pid N", "file PATH", "newfiles GLOB", "started" and "done" lines)
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -36,25 +39,36 @@ class Reaper:
     """Start the sidecar right before the engine starts; :meth:`watch` hands it the engine's PIDs once it is up
     (until then the sidecar notes every new child of this process itself); :meth:`release` after a clean close."""
 
-    def __init__(self, ipc_dir: str | None = None):
+    def __init__(self, ipc_dir: str | None = None, *, new_files: str | None = None):
+        """``new_files``: a glob; if this process dies before :meth:`watch`, the one file matching it that
+        appeared since now is removed (none when several did: another process's start created them)."""
         self.ipc_dir = ipc_dir
         args = [sys.executable, "-m", "mteb_vllm.reaper", str(os.getpid())] + ([ipc_dir] if ipc_dir else [])
         # Its own session: a Ctrl-C sent to the terminal's process group must not kill it before the engine.
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True, text=True, close_fds=True)
         SIDECARS.add(self._proc.pid)
+        if new_files and "\n" not in new_files and self._proc.stdin is not None:
+            try:
+                self._proc.stdin.write(f"newfiles {new_files}\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                logger.debug("reaper sidecar not reachable", exc_info=True)
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
-    def watch(self, pids: list[int]) -> None:
-        """Processes to terminate if this process dies before :meth:`release`."""
+    def watch(self, pids: list[int], files: list[str] | tuple[str, ...] = ()) -> None:
+        """Processes to terminate, and files to remove, if this process dies before :meth:`release`."""
         if self._proc.stdin is None or self._proc.stdin.closed:
             return
         try:
             for pid in pids:
                 self._proc.stdin.write(f"pid {pid}\n")
+            for path in files:
+                if "\n" not in path:
+                    self._proc.stdin.write(f"file {path}\n")
             self._proc.stdin.write("started\n")
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):  # the sidecar is gone; nothing to hand over
@@ -167,6 +181,8 @@ def _main(argv: list[str]) -> int:
     ipc_dir = argv[1] if len(argv) > 1 else None
     before = _descendants(parent) | {os.getpid()}
     pids: set[int] = set()
+    files: list[str] = []
+    new_files: dict[str, set[str]] = {}  # glob -> matches when it was handed over
     state = {"started": False, "released": False, "eof": False}
 
     def read() -> None:
@@ -174,6 +190,11 @@ def _main(argv: list[str]) -> int:
             words = line.split()
             if words[:1] == ["pid"] and len(words) == 2 and words[1].isdigit():
                 pids.add(int(words[1]))
+            elif line.startswith("file ") and len(line) > 6:
+                files.append(line[5:].rstrip("\n"))
+            elif line.startswith("newfiles ") and len(line) > 10:
+                pattern = line[9:].rstrip("\n")
+                new_files[pattern] = set(glob.glob(pattern))
             elif words[:1] == ["started"]:
                 state["started"] = True
             elif words[:1] == ["done"]:
@@ -191,6 +212,16 @@ def _main(argv: list[str]) -> int:
         terminate(sorted(pids))
         if ipc_dir:
             shutil.rmtree(ipc_dir, ignore_errors=True)
+        if not state["started"]:  # killed during the start: the file it was about to name is the one new one
+            for pattern, before in new_files.items():
+                appeared = set(glob.glob(pattern)) - before
+                if len(appeared) == 1:
+                    files.extend(appeared)
+        for path in files:
+            try:
+                os.unlink(path)
+            except OSError:  # already gone (vLLM removed it), or not ours to remove
+                pass
     return 0
 
 

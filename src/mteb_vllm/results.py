@@ -8,9 +8,13 @@ run is missing, without starting anything.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,12 @@ class ResultRow:
     metric: str
     score: float | None
     path: Path
+    #: why the file is not a complete result ("unreadable", "main score is NaN"), or None when it is one
+    problem: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.problem is None and self.score is not None
 
 
 @dataclass
@@ -43,6 +53,8 @@ class ResultsTable:
     folder: Path
     rows: list[ResultRow] = field(default_factory=list)
     missing: dict[RunKey, list[str]] = field(default_factory=dict)
+    #: JSON files in the results layout that are not mteb task results (another tool's files): skipped
+    foreign: list[Path] = field(default_factory=list)
 
     @property
     def runs(self) -> list[RunKey]:
@@ -60,14 +72,24 @@ def _task_files(root: Path) -> list[tuple[RunKey, Path]]:
     return found
 
 
-def _main_score(path: Path) -> tuple[str, float | None]:
+def _is_task_result(path: Path) -> bool | None:
+    """True for an mteb task result file, False for another JSON file, None when it cannot be parsed (a result
+    half written by a killed run looks like this)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return isinstance(data, dict) and "task_name" in data and "scores" in data
+
+
+def _main_score(path: Path) -> tuple[str, float | None, str | None]:
     from mteb.results import TaskResult
 
     try:
         result = TaskResult.from_disk(path)
     except Exception as exc:  # a half-written file of a killed run: shown as unreadable, evaluated again
         logger.warning("unreadable result file %s (%s)", path, exc)
-        return "unreadable", None
+        return "unreadable", None, "unreadable"
     try:
         from .tasks import get_tasks
 
@@ -75,23 +97,48 @@ def _main_score(path: Path) -> tuple[str, float | None]:
     except Exception:  # a task this mteb version does not know
         metric = "main_score"
     try:
-        return metric, float(result.get_score())
+        score = float(result.get_score())
     except Exception:
-        return metric, None
+        return metric, None, None
+    # NaN: degenerate vectors (all zero, constant); `mteb-vllm run` evaluates such a task again
+    return metric, score, "main score is NaN" if math.isnan(score) else None
+
+
+class NotAResultsFolderError(UsageError):
+    """The folder holds JSON files, none of them an mteb result (another tool's folder)."""
 
 
 def collect_results(folder: str | Path, expected_tasks: list[str] | None = None) -> ResultsTable:
-    """Read ``folder`` (the ``--output-folder`` of runs); with ``expected_tasks``, list what each run lacks."""
+    """Read ``folder`` (the ``--output-folder`` of runs); with ``expected_tasks``, list what each run lacks.
+
+    Only mteb task results are read (JSON with ``task_name`` and ``scores``); other JSON files in the same
+    layout are skipped. A folder whose JSON files are all something else raises
+    :class:`NotAResultsFolderError` instead of a table of unreadable rows. A result whose main score is NaN
+    counts as missing.
+    """
     folder = Path(folder).expanduser()
     root = folder / "results" if (folder / "results").is_dir() else folder
     table = ResultsTable(folder=folder)
     for run, path in _task_files(root):
-        metric, score = _main_score(path)
-        table.rows.append(ResultRow(run, path.stem, metric, score, path))
+        kind = _is_task_result(path)
+        if kind is False:
+            table.foreign.append(path)
+            continue
+        if kind is None:
+            logger.warning("unreadable result file %s (not valid JSON)", path)
+            table.rows.append(ResultRow(run, path.stem, "unreadable", None, path, "unreadable"))
+            continue
+        metric, score, problem = _main_score(path)
+        table.rows.append(ResultRow(run, path.stem, metric, score, path, problem))
+    if table.foreign and not any(r.problem != "unreadable" for r in table.rows):
+        examples = ", ".join(str(p.relative_to(root)) for p in table.foreign[:3])
+        raise NotAResultsFolderError(
+            f"{folder} is not a results folder: none of its {len(table.foreign) + len(table.rows)} JSON file(s) "
+            f"is an mteb task result (e.g. {examples}); pass the --output-folder of `mteb-vllm run`")
     if expected_tasks is not None:
         present: dict[RunKey, set[str]] = {}
         for row in table.rows:
-            if row.score is not None:
+            if row.complete:
                 present.setdefault(row.run, set()).add(row.task)
         for run in table.runs:
             lacking = [t for t in expected_tasks if t not in present.get(run, set())]

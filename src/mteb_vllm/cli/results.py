@@ -11,7 +11,8 @@ from .common import EXIT_ERROR, EXIT_OK, common_parser, fmt, print_rows
 def register(sub: argparse._SubParsersAction) -> None:
     res = sub.add_parser("results", parents=[common_parser()],
                          help="table of the results in a folder; with --benchmark/--tasks, what is missing")
-    res.add_argument("folder", help="an --output-folder of mteb-vllm run (mteb's ResultCache layout)")
+    res.add_argument("folder", help="an --output-folder of mteb-vllm run (mteb's ResultCache layout); a folder "
+                                    "without mteb results is refused (exit code 2)")
     res.add_argument("--benchmark", help='list the tasks of this mteb benchmark that each run lacks')
     res.add_argument("--tasks", nargs="+", help="list which of these tasks each run lacks")
     res.set_defaults(func=cmd_results)
@@ -31,11 +32,16 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"no results under {table.folder}")
         return EXIT_ERROR if expected else EXIT_OK
     print_rows(["run", "task", "main score", "value"],
-               [[str(r.run), r.task, r.metric, fmt(r.score)] for r in table.rows])
+               [[str(r.run), r.task, r.metric, "NaN (invalid)" if r.problem and r.score is not None else fmt(r.score)]
+                for r in table.rows])
+    incomplete = [r for r in table.rows if r.problem]
     for run, tasks in table.missing.items():
-        print(f"\n{run}: {len(tasks)} of {len(expected or [])} task(s) missing: {' '.join(tasks)}")
+        print(f"\n{run}: {len(tasks)} of {len(expected or [])} task(s) missing or invalid: {' '.join(tasks)}")
     if expected is not None and not table.missing:
         print(f"\nevery run has all {len(expected)} task(s)")
-    if table.missing:
-        print("\nrun the same `mteb-vllm run` command again to evaluate only what is missing", file=sys.stderr)
-    return EXIT_ERROR if table.missing else EXIT_OK
+    if incomplete and expected is None:
+        print(f"\n{len(incomplete)} result file(s) unreadable or without a valid main score: "
+              + " ".join(f"{r.run} {r.task}" for r in incomplete))
+    if table.missing or incomplete:
+        print("\nrun the same `mteb-vllm run` command again to evaluate what is missing or invalid", file=sys.stderr)
+    return EXIT_ERROR if table.missing or incomplete else EXIT_OK
