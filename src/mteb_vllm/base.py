@@ -13,7 +13,7 @@ import numpy as np
 from .config import EngineConfig, check_path_name
 from .errors import NonFiniteOutputError, UnsupportedTaskError
 from .precision import HALF_PRECISION, canonical
-from .process_state import restore_environ
+from .process_state import EnvironGuard
 from .resolve import resolve_model
 from .tokenizing import check_texts
 
@@ -90,8 +90,8 @@ class VllmWrapperBase:
         cache_dir: str | os.PathLike[str] | None = None,
         **engine_kwargs: Any,
     ):
-        environ = dict(os.environ)  # imports and engine starts below set variables; the caller gets its own back
-        try:
+        # imports and engine starts below set variables; those are put back (other threads' are left alone)
+        with EnvironGuard():
             self._init(model, revision, trust_remote_code=trust_remote_code, dtype=dtype, head_dtype=head_dtype,
                        max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
                        max_num_seqs=max_num_seqs, tensor_parallel_size=tensor_parallel_size,
@@ -99,8 +99,6 @@ class VllmWrapperBase:
                        hf_overrides=hf_overrides, pooler_config=pooler_config, enforce_eager=enforce_eager,
                        model_name=model_name, backend=backend, endpoints=endpoints, lazy_start=lazy_start,
                        cache_dir=cache_dir, engine_kwargs=engine_kwargs)
-        finally:
-            restore_environ(environ)
 
     def _init(self, model: Any, revision: str | None, *, trust_remote_code: bool | None, dtype: str,
               head_dtype: str | None, max_model_len: int | None, max_num_batched_tokens: int | None,

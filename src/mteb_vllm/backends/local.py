@@ -27,7 +27,7 @@ from ..model_config import (
     model_context_length,
 )
 from ..precision import resolve_dtype
-from ..process_state import StartGuard, restore_environ
+from ..process_state import EnvironGuard, StartGuard
 from ..reaper import Reaper, current_child_pids, engine_child_pids
 from .base import BackendInfo, PoolingTask, TokenizedInput
 
@@ -338,11 +338,8 @@ class LocalVllmBackend:
             return np.zeros((0, 0), dtype=np.float32)
         with self._lock:
             llm = self.llm
-            environ = dict(os.environ)  # vLLM sets variables on its first forward pass too (its compile cache)
-            try:
+            with EnvironGuard():  # vLLM may set variables on its first forward pass too (its compile cache)
                 rows = self._encode(llm, inputs, task, desc)
-            finally:
-                restore_environ(environ)
         return np.stack([r.reshape(-1) for r in rows]).astype(np.float32, copy=False)
 
     def _encode(self, llm: Any, inputs: list[TokenizedInput], task: PoolingTask, desc: str) -> list[np.ndarray]:
