@@ -124,11 +124,13 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
             task_instruction = _task_instruction(task_metadata)
             instructions = [i if i else task_instruction for i in instructions]
         show = kwargs.get("show_progress_bar", True)
-        return self.score_pairs(queries, documents, instructions, desc=f"{task_metadata.name} (pairs)" if show else "")
+        return self.score_pairs(queries, documents, instructions, desc=f"{task_metadata.name} (pairs)" if show else "",
+                                task=task_metadata.name)
 
     def score_pairs(self, queries: list[str], documents: list[str], instructions: list[str | None] | None = None,
-                    *, desc: str = "") -> np.ndarray:
-        """Score final (query, document) strings; prefixes and the template are applied here."""
+                    *, desc: str = "", task: str | None = None) -> np.ndarray:
+        """Score final (query, document) strings; prefixes and the template are applied here. ``task``: the mteb
+        task the pairs belong to (a precision fallback then never mixes two precisions in its scores)."""
         started = time.perf_counter()
         if len(queries) != len(documents):
             raise MtebVllmError(
@@ -144,10 +146,10 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         if not queries:
             return np.zeros(0, dtype=np.float32)
         with frozen_heap():
-            return self._score(queries, documents, instructions, desc, started)
+            return self._score(queries, documents, instructions, desc, started, task)
 
     def _score(self, queries: list[str], documents: list[str], instructions: list[str | None], desc: str,
-               started: float) -> np.ndarray:
+               started: float, task: str | None) -> np.ndarray:
         fallback = self.instruction
         # only a missing instruction takes the default, as mteb's Qwen3RerankerWrapper does; "" stays ""
         triples = [(fallback if instr is None else instr, self.query_prefix + q, self.document_prefix + d)
@@ -161,7 +163,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         else:
             tokens, report = tokenize_pairs(tokenizer, [t[1] for t in unique], [t[2] for t in unique], max_len)
         report.log("pairs", self.mteb_model_meta.name)
-        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores")
+        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores", task)
         scores = self._to_scores(pooled)
         self.pairs_scored += len(unique)
         self.truncated += report.truncated

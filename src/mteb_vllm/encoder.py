@@ -175,27 +175,30 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         full = [prompt.apply(t) for t in texts]
         show = kwargs.get("show_progress_bar", True)
         embeddings = self.embed_texts(
-            full, desc=f"{task_metadata.name} ({prompt_type.value if prompt_type else 'text'})" if show else "")
+            full, desc=f"{task_metadata.name} ({prompt_type.value if prompt_type else 'text'})" if show else "",
+            task=task_metadata.name)
         self.stats.seconds += time.perf_counter() - started
         return embeddings
 
-    def embed_texts(self, texts: list[str], *, desc: str = "") -> np.ndarray:
+    def embed_texts(self, texts: list[str], *, desc: str = "", task: str | None = None) -> np.ndarray:
         """Embed final strings (prompts already applied): check, dedup, tokenize/truncate, pool, check.
 
+        ``task``: the mteb task the texts belong to, so a precision fallback never mixes two precisions in one
+        task's scores (see :meth:`~mteb_vllm.base.VllmWrapperBase._pool_checked`).
         Returns float32 [len(texts), dim] in input order, also for an empty list.
         """
         texts = check_texts(list(texts), "text")
         if not texts:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         with frozen_heap():
-            return self._embed(texts, desc)
+            return self._embed(texts, desc, task)
 
-    def _embed(self, texts: list[str], desc: str) -> np.ndarray:
+    def _embed(self, texts: list[str], desc: str, task: str | None) -> np.ndarray:
         unique = list(dict.fromkeys(texts))
         position = {text: i for i, text in enumerate(unique)}
         tokens, report = tokenize_texts(self.backend.tokenizer, unique, self.backend.max_model_len)
         report.log("texts", self.mteb_model_meta.name)
-        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "embed", desc=desc), "embeddings")
+        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "embed", desc=desc), "embeddings", task)
         self._embed_dim = pooled.shape[1]
         self.stats.calls += 1
         self.stats.texts += len(texts)

@@ -30,6 +30,16 @@ class NonFiniteOutputError(MtebVllmError, FloatingPointError):
     """The engine produced NaN or Inf, almost always a dtype overflow."""
 
 
+class PrecisionChangedError(NonFiniteOutputError):
+    """A half precision chosen by ``dtype="auto"`` overflowed in the middle of a task, after earlier calls of the
+    same task had returned half-precision vectors. The engine now runs in float32; the task must be evaluated
+    again so that none of its scores mixes two precisions (the CLI's runner does this by itself)."""
+
+    def __init__(self, message: str, *, task: str, previous: str, current: str):
+        super().__init__(message)
+        self.task, self.previous, self.current = task, previous, current
+
+
 class UnsupportedTaskError(MtebVllmError, TypeError):
     """The task needs a modality or model kind this wrapper does not provide."""
 
