@@ -70,7 +70,8 @@ def test_a_failed_start_restores_everything(minilm_path):
     _seed()
     environ, setter = dict(os.environ), torch.set_num_threads
     with pytest.raises(EngineStartError, match="vLLM failed to start"):
-        VllmEncoderWrapper(minilm_path, dtype="float32", max_model_len=100_000)  # beyond the model's positions
+        # a hidden size the weights do not have: vLLM fails while building the model, well into its start
+        VllmEncoderWrapper(minilm_path, dtype="float32", hf_overrides={"hidden_size": 7})
     assert _rng_draws() == expected
     assert dict(os.environ) == environ and torch.set_num_threads is setter
     assert gc.get_freeze_count() == 0 and gc.isenabled()

@@ -48,6 +48,10 @@ class EngineStartError(MtebVllmError, RuntimeError):
     """vLLM failed to start; the message keeps vLLM's reason and adds the likely fix."""
 
 
+class ForkedEngineError(MtebVllmError, RuntimeError):
+    """An in-process engine started before ``os.fork()`` was used in the child, where it cannot work."""
+
+
 class MissingScoreHeadError(UsageError):
     """A model used as a reranker has neither a classification head nor a score template."""
 
