@@ -137,6 +137,19 @@ def test_environ_guard_puts_back_what_this_thread_set_and_nothing_else():
             del os.environ[key]
 
 
+def test_a_child_forked_inside_a_block_gets_the_plain_environment():
+    with EnvironGuard():
+        os.environ["MTEB_VLLM_T_PARENT"] = "x"
+        pid = os.fork()
+        if pid == 0:  # the child: no block open, nothing recorded, os.environ as Python made it
+            from mteb_vllm import process_state
+
+            os._exit(0 if type(os.environ) is os._Environ and not process_state._open else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert "MTEB_VLLM_T_PARENT" not in os.environ
+
+
 def test_wrappers_built_in_threads_leave_other_threads_variables_alone():
     """Issue 18: the constructor snapshot and restored the whole environment, deleting what another thread set
     while a wrapper was being built (engine starts take seconds to a minute). Here a backend factory holds the

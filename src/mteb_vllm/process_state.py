@@ -155,6 +155,21 @@ class EnvironGuard:
                 os.environ[key] = before
 
 
+def _forget_guards_in_child() -> None:
+    """A child forked while a block was open (in any thread) starts with none: the blocks and the threads that
+    would close them stayed in the parent, and its ``os.environ`` is the plain one again."""
+    global _env_lock, _installed_on
+    _env_lock = threading.Lock()
+    _open.clear()
+    if _installed_on is not None and type(_installed_on) is _RecordingEnviron:
+        _installed_on.__class__ = os._Environ  # type: ignore[attr-defined]
+    _installed_on = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_guards_in_child)
+
+
 class StartGuard:
     """Snapshot process state before an engine start; :meth:`restore` puts it back.
 
