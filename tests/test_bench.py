@@ -1,14 +1,17 @@
-"""`mteb-vllm bench` end to end on a small configuration: JSON, markdown and a PNG that opens."""
+"""`mteb-vllm bench` end to end on a small configuration (JSON, markdown and a PNG that opens), and the rules
+every row follows (trust_remote_code, usage errors) without an engine."""
 
 import json
+import os
+import shutil
 
 import pytest
 
-from mteb_vllm.bench import BenchConfig, run_bench, workload_texts
+from mteb_vllm.bench import BACKENDS, BenchConfig, run_bench, workload_texts
+from mteb_vllm.errors import RemoteCodeError, UsageError
 
-pytestmark = pytest.mark.engine
 
-
+@pytest.mark.engine
 def test_fixed_workload_has_the_asked_token_count(minilm_path):
     from transformers import AutoTokenizer
 
@@ -17,6 +20,7 @@ def test_fixed_workload_has_the_asked_token_count(minilm_path):
     assert lengths == {32}
 
 
+@pytest.mark.engine
 def test_bench_small_configuration(minilm_path, tmp_path):
     config = BenchConfig(model=minilm_path, model_name="sentence-transformers/all-MiniLM-L6-v2",
                          backends=["vllm", "st", "mteb-builtin"], dtypes=["float32", "bfloat16"],
@@ -50,11 +54,97 @@ def test_bench_small_configuration(minilm_path, tmp_path):
     assert "| vllm | float32 | fixed-32 | 4 |" in (tmp_path / "bench.md").read_text()
 
 
-def test_bad_configuration_is_refused_before_running():
-    with pytest.raises(ValueError, match="unknown backend"):
+def test_bad_configuration_is_refused_before_running(tmp_path, capsys):
+    with pytest.raises(UsageError, match="unknown backend"):
         BenchConfig(model="x", backends=["onnx"])
-    with pytest.raises(ValueError, match="at least the largest batch size"):
+    with pytest.raises(ValueError, match="at least the largest batch size"):  # UsageError is a ValueError
         BenchConfig(model="x", batch_sizes=[64], n=8)
+    from mteb_vllm.cli import main
+
+    # red-team C16: a usage error exits with 2 (it was 1), as the README says
+    assert main(["bench", "--batch-sizes", "0", "--output-folder", str(tmp_path)]) == 2
+    assert "batch sizes must be positive integers" in capsys.readouterr().err
+
+
+def _checkpoint_with_its_own_code(minilm_path, folder):
+    """MiniLM's files, whose config.json's auto_map points to code that leaves a mark when it runs."""
+    folder.mkdir()
+    for name in os.listdir(minilm_path):
+        source = os.path.join(minilm_path, name)
+        if name == "model.safetensors":
+            os.symlink(source, folder / name)
+        elif os.path.isdir(source):
+            shutil.copytree(source, folder / name)
+        else:
+            shutil.copy(source, folder / name)
+    marker = folder.parent / "RAN"
+    (folder / "configuration_marked.py").write_text(
+        "import os\nfrom transformers import BertConfig\n"
+        f"open({str(marker)!r}, 'a').write(f'ran in {{os.getpid()}}\\n')\n"
+        "class MarkedConfig(BertConfig):\n    pass\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_marked.MarkedConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker
+
+
+def test_no_trust_remote_code_holds_for_every_row(minilm_path, tmp_path, monkeypatch, capsys):
+    """Red-team N60: `bench --no-trust-remote-code` dropped the flag, and mteb's built-in wrapper (which defaults
+    to trust_remote_code=True) ran the checkpoint's code. The decision is now made once, before any row loads
+    anything: refused here, for every row, with exit code 2 and nothing run."""
+    import mteb_vllm.bench as bench
+    from mteb_vllm.cli import main
+
+    checkpoint, marker = _checkpoint_with_its_own_code(minilm_path, tmp_path / "marked")
+    spawned = []
+    monkeypatch.setattr(bench, "_spawn", lambda spec: spawned.append(spec) or (None, "must not run"))
+    code = main(["bench", "--model", str(checkpoint), "--no-trust-remote-code", "--n", "8", "--batch-sizes", "8",
+                 "--dtypes", "float32", "--output-folder", str(tmp_path / "out")])
+    assert code == 2 and "ships its own modelling code" in capsys.readouterr().err
+    with pytest.raises(RemoteCodeError):  # the default (None) refuses an unknown model's code too
+        run_bench(BenchConfig(model=str(checkpoint), n=8, batch_sizes=[8], output_folder=str(tmp_path / "out")),
+                  progress=False)
+    assert spawned == [] and not marker.exists()
+
+
+def test_every_row_loads_the_checkpoint_with_the_one_decision(minilm_path, tmp_path, monkeypatch):
+    """What reaches each row's child, and what each loader hands its library (stand-ins record the calls)."""
+    import mteb_vllm.bench as bench
+
+    specs = []
+    monkeypatch.setattr(bench, "_spawn", lambda spec: specs.append(spec) or
+                        ({"start_s": 0.0, "points": [], "resolved_dtype": "float32"}, ""))
+    for allowed in (True, False):
+        run_bench(BenchConfig(model=minilm_path, backends=list(BACKENDS), dtypes=["float32"], batch_sizes=[8], n=8,
+                              input_len=16, output_folder=str(tmp_path / "out"), trust_remote_code=allowed),
+                  progress=False)
+    assert [s["trust_remote_code"] for s in specs] == [True] * 3 + [False] * 3
+
+    seen = {}
+
+    def recorder(name):
+        class Loaded:
+            def __init__(self, *args, **kwargs):
+                seen[name] = kwargs.get("trust_remote_code")
+
+            def encode(self, *args, **kwargs):
+                return None
+
+            embed_texts = encode
+
+        return Loaded
+
+    monkeypatch.setattr("mteb_vllm.encoder.VllmEncoderWrapper", recorder("vllm"))
+    monkeypatch.setattr("sentence_transformers.SentenceTransformer", recorder("st"))
+    monkeypatch.setattr("mteb.models.vllm_wrapper.VllmEncoderWrapper", recorder("mteb-builtin"))
+    for backend in BACKENDS:
+        bench._load(backend, minilm_path, None, "float32", trust_remote_code=False)
+    assert seen == {"vllm": False, "st": False, "mteb-builtin": False}
+    monkeypatch.setattr(bench, "_load", lambda *args, **kwargs: seen.update(child=kwargs) or (None, lambda t: None))
+    monkeypatch.setattr(bench, "_computed_dtype", lambda *args: "float32")
+    bench.run_child({"backend": "mteb-builtin", "model": minilm_path, "dtype": "float32", "workloads": [],
+                     "batch_sizes": [8], "n": 8, "trust_remote_code": True})
+    assert seen["child"] == {"trust_remote_code": True}
 
 
 def test_an_emulated_precision_gets_no_share_of_a_peak(minilm_path, tmp_path, monkeypatch):

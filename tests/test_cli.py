@@ -115,3 +115,12 @@ def test_results_lists_what_a_benchmark_lacks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MtebVllmDemoSTS" in out and f"{len(benchmark.tasks)} of {len(benchmark.tasks)} task(s) missing" in out
     assert "STS12" in out
+
+
+def test_rerank_on_a_task_that_is_not_retrieval_is_a_usage_error(tmp_path, capsys):
+    """Red-team C12: the README promises exit code 2 for a command line that names something wrong (it was 1)."""
+    from mteb_vllm.cli import main
+
+    assert main(["rerank", "--model", "cross-encoder/any", "--tasks", "MtebVllmDemoSTS",
+                 "--output-folder", str(tmp_path)]) == 2
+    assert "the two-stage run needs retrieval tasks" in capsys.readouterr().err

@@ -100,6 +100,30 @@ def test_nan_scores_in_auto_half_precision_are_rerun_in_float32():
 
 
 
+def test_a_rerankings_later_overflow_stops_the_task_instead_of_mixing_precisions():
+    """predict() names its task: after a call of the task returned bfloat16 scores, an overflow in a later call
+    of the same task stops it (PrecisionChangedError); later tasks run in float32."""
+    from mteb_vllm.errors import PrecisionChangedError
+
+    register_backend("fake-overflow-on", lambda config, **o: FakeBackend(config, auto_dtype="bfloat16",
+                                                                         nonfinite_texts=("overflows",)))
+    try:
+        reranker = VllmCrossEncoderWrapper("fake/reranker", backend="fake-overflow-on")
+
+        def predict(doc, meta=RERANKING):
+            return reranker.predict([{"text": ["q"]}], [{"text": [doc]}], task_metadata=meta, hf_split="test",
+                                    hf_subset="default")
+
+        predict("fine")
+        with pytest.raises(PrecisionChangedError, match="MockRerankingTask"):
+            predict("this overflows")
+        assert reranker.dtype == "float32"
+        other = RERANKING.model_copy(update={"name": "OtherReranking"})
+        assert np.isfinite(predict("this overflows", other)).all()
+    finally:
+        BACKENDS.pop("fake-overflow-on")
+
+
 def test_an_empty_instruction_stays_empty_and_only_a_missing_one_takes_the_default(monkeypatch):
     """mteb's Qwen3RerankerWrapper swaps in its default instruction only for None, not for ""."""
     from mteb_vllm.templates import ScoreTemplate as Template

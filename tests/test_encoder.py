@@ -206,6 +206,83 @@ def test_nan_with_an_explicit_dtype_is_an_error(overflowing_backend):
     assert len(overflowing_backend) == 1  # no second engine behind the user's back
 
 
+@pytest.fixture
+def overflowing_on():
+    """A factory of engines that overflow in bfloat16 (dtype='auto' here) only on texts containing the given
+    strings, as a real model's activations outgrow a half precision on some inputs only."""
+    made = []
+
+    def factory(texts):
+        def make(config, **options):
+            made.append(FakeBackend(config, auto_dtype="bfloat16", nonfinite_texts=texts))
+            return made[-1]
+
+        register_backend("fake-overflow-on", make)
+        return VllmEncoderWrapper("fake/encoder", backend="fake-overflow-on")
+
+    yield factory, made
+    from mteb_vllm.backends import BACKENDS
+
+    BACKENDS.pop("fake-overflow-on", None)
+
+
+def _float32_scores(tasks):
+    """The reference: the same tasks computed in float32 from the start."""
+    wrapper = VllmEncoderWrapper("fake/encoder", backend=FakeBackend(), dtype="float32")
+    result = mteb.evaluate(wrapper, tasks, cache=None, show_progress_bar=False)
+    return {r.task_name: r.get_score() for r in result.task_results}
+
+
+def _filed(folder):
+    """{task name: the experiment folder mteb filed it under}."""
+    return {path.stem: path.parent.name for path in folder.rglob("*.json") if path.stem.startswith("Mock")}
+
+
+def test_an_overflow_in_a_tasks_first_call_recomputes_it_and_files_it_under_float32(overflowing_on, tmp_path):
+    """Issue 18: under a plain mteb.evaluate the fallback must not file float32 scores under bfloat16 (mteb reads
+    the model's meta once, when it starts) nor mix precisions. Retrieval's queries come first: they overflow."""
+    from mteb.cache import ResultCache
+
+    factory, made = overflowing_on
+    wrapper = factory(("another test sentence",))
+    result = mteb.evaluate(wrapper, [MockRetrievalTask(), MockSTSTask()], cache=ResultCache(str(tmp_path)),
+                           show_progress_bar=False)
+    assert len(made) == 2 and len(made[0].calls) == 1  # only the first call ran in bfloat16, and was redone
+    assert _filed(tmp_path) == {"MockRetrievalTask": "dtype_float32", "MockSTSTask": "dtype_float32"}
+    assert {r.task_name: r.get_score() for r in result.task_results} == _float32_scores(
+        [MockRetrievalTask(), MockSTSTask()])
+
+
+def test_an_overflow_after_half_precision_calls_of_a_task_stops_it_and_it_is_evaluated_again(overflowing_on,
+                                                                                              tmp_path):
+    """The queries were returned in bfloat16 when the documents overflow: the task cannot be finished without
+    mixing precisions, so it stops with a clear error; evaluated again, it runs (and is filed) in float32."""
+    from mteb.cache import ResultCache
+
+    from mteb_vllm.errors import PrecisionChangedError
+
+    factory, made = overflowing_on
+    wrapper = factory(("another positive",))
+    cache = ResultCache(str(tmp_path))
+    with pytest.raises(PrecisionChangedError, match=r"MockRetrievalTask.*evaluate it again.*float32") as caught:
+        mteb.evaluate(wrapper, MockRetrievalTask(), cache=cache, show_progress_bar=False)
+    assert isinstance(caught.value, NonFiniteOutputError)
+    assert (caught.value.previous, caught.value.current) == ("bfloat16", "float32")
+    assert _filed(tmp_path) == {} and wrapper.dtype == "float32"
+    result = mteb.evaluate(wrapper, MockRetrievalTask(), cache=cache, show_progress_bar=False)
+    assert _filed(tmp_path) == {"MockRetrievalTask": "dtype_float32"}
+    assert result.task_results[0].get_score() == _float32_scores([MockRetrievalTask()])["MockRetrievalTask"]
+    assert len(made) == 2 and made[1].inputs_seen > 0
+
+
+def test_an_overflow_outside_any_task_is_recomputed(overflowing_on):
+    factory, made = overflowing_on
+    wrapper = factory(("b",))
+    first = wrapper.embed_texts(["a"])  # bfloat16, no task: nothing to keep consistent with
+    out = wrapper.embed_texts(["a", "b"])
+    assert np.isfinite(out).all() and wrapper.dtype == "float32" and not np.array_equal(out[0], first[0])
+
+
 def test_missing_paths_and_bad_arguments_fail_before_any_backend():
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         VllmEncoderWrapper("/no/such/model/dir")

@@ -102,9 +102,34 @@ def test_a_task_whose_precision_changed_midway_is_evaluated_again_in_one_precisi
         BACKENDS.pop("fake-midway")
     assert summary.outcomes[0].status == "evaluated" and summary.dtype == "float32"
     assert len(made) == 2 and made[1].dtype == "float32"
-    assert {c.task for c in made[1].calls} == {"embed"} and len(made[1].calls) >= 3  # both sides again in fp32
+    assert len(made[1].calls) == 2  # both sides again in fp32 (the overflowing call was not redone alone)
     table = collect_results(tmp_path)
     assert [r.run.experiment for r in table.rows] == ["dtype_float32"]
+
+
+def test_a_task_stopped_by_a_precision_change_is_evaluated_again_and_earlier_tasks_keep_theirs(tmp_path):
+    """Retrieval's documents overflow in bfloat16 after its queries were returned in bfloat16: the wrapper stops
+    the task (PrecisionChangedError) and the runner evaluates it again in float32. The task before it stays
+    bfloat16, filed as such; the retrieval task is filed under float32 only, with float32's score."""
+    made = []
+
+    def factory(config, **options):
+        made.append(FakeBackend(config, auto_dtype="bfloat16", nonfinite_texts=("another positive",)))
+        return made[-1]
+
+    register_backend("fake-overflow-docs", factory)
+    try:
+        model = VllmEncoderWrapper("fake/encoder", backend="fake-overflow-docs")
+        summary = run_tasks(model, [MockSTSTask(), MockRetrievalTask()], output_folder=tmp_path,
+                            show_progress_bar=False)
+    finally:
+        BACKENDS.pop("fake-overflow-docs")
+    assert [(o.status, o.dtype) for o in summary.outcomes] == [("evaluated", "bfloat16"), ("evaluated", "float32")]
+    filed = sorted((r.task, r.run.experiment) for r in collect_results(tmp_path).rows)
+    assert filed == [("MockRetrievalTask", "dtype_float32"), ("MockSTSTask", "dtype_bfloat16")]
+    reference = run_tasks(VllmEncoderWrapper("fake/encoder", backend=FakeBackend(), dtype="float32"),
+                          [MockRetrievalTask()], show_progress_bar=False)
+    assert summary.outcomes[1].score == reference.outcomes[0].score
 
 
 def test_the_results_table_lists_scores_and_what_is_missing(tmp_path):

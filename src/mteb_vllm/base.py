@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import EngineConfig, check_path_name
-from .errors import NonFiniteOutputError, UnsupportedTaskError
+from .errors import NonFiniteOutputError, PrecisionChangedError, UnsupportedTaskError
 from .precision import HALF_PRECISION, canonical
-from .process_state import restore_environ
+from .process_state import EnvironGuard
 from .resolve import resolve_model
 from .tokenizing import check_texts
 
@@ -36,8 +37,9 @@ class VllmWrapperBase:
             registry loader does for known models, False for others.
         dtype: Compute precision. "auto" (default): on CPU bfloat16 where the CPU computes it natively
             (AVX512-BF16/AMX), else float32, never an emulated float16; on GPU, vLLM's choice. If a half
-            precision chosen this way gives NaN/Inf, the call is re-run once in float32 (with a warning).
-            The precision used is recorded in the results (``experiment_kwargs["dtype"]``).
+            precision chosen this way gives NaN/Inf, the engine is restarted in float32 (with a warning) and no
+            task mixes the two (see :meth:`_pool_checked`). The precision used is recorded in the results
+            (``experiment_kwargs["dtype"]``).
         head_dtype: dtype of the pooling/classifier head ("model" keeps the model dtype).
         max_model_len: Context length; inputs longer than it are truncated (and counted).
         max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 4096 tokens or the context
@@ -93,8 +95,8 @@ class VllmWrapperBase:
         cache_dir: str | os.PathLike[str] | None = None,
         **engine_kwargs: Any,
     ):
-        environ = dict(os.environ)  # imports and engine starts below set variables; the caller gets its own back
-        try:
+        # imports and engine starts below set variables; those are put back (other threads' are left alone)
+        with EnvironGuard():
             self._init(model, revision, trust_remote_code=trust_remote_code, dtype=dtype, head_dtype=head_dtype,
                        max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
                        max_num_seqs=max_num_seqs, tensor_parallel_size=tensor_parallel_size,
@@ -102,8 +104,6 @@ class VllmWrapperBase:
                        hf_overrides=hf_overrides, pooler_config=pooler_config, enforce_eager=enforce_eager,
                        model_name=model_name, backend=backend, endpoints=endpoints, lazy_start=lazy_start,
                        cache_dir=cache_dir, remote_options=remote_options, engine_kwargs=engine_kwargs)
-        finally:
-            restore_environ(environ)
 
     def _init(self, model: Any, revision: str | None, *, trust_remote_code: bool | None, dtype: str,
               head_dtype: str | None, max_model_len: int | None, max_num_batched_tokens: int | None,
@@ -141,6 +141,9 @@ class VllmWrapperBase:
         self.config = dataclasses.replace(config, score_template=self._score_template(), **self._engine_settings())
         self.cache_dir = cache_dir
         self.precision_fallbacks: list[str] = []
+        self._fallback_lock = threading.Lock()
+        #: task name -> the precision its calls so far were computed in (see _pool_checked)
+        self._task_precision: dict[str, str] = {}
         self.backend, self._owns_backend = self._build_backend(self.config)
         self.mteb_model_meta = self._make_meta()
         info = getattr(self.backend, "info", None)
@@ -235,7 +238,24 @@ class VllmWrapperBase:
         start = getattr(self.backend, "start", None)
         if callable(start):
             start()
-        self.mteb_model_meta = self._make_meta()
+        self._refresh_meta()
+
+    def _refresh_meta(self) -> None:
+        """Bring ``mteb_model_meta`` up to date *in place*, after the precision was settled or changed.
+
+        Why in place: ``mteb.evaluate`` reads the model's meta once, when it starts, and files every result of
+        that call under the object it got. A new object would leave those results under the old precision's
+        folder (``experiments/dtype_bfloat16`` for float32 scores).
+        """
+        fresh = self._make_meta()
+        current = self.__dict__.get("mteb_model_meta")
+        if current is None:
+            self.mteb_model_meta = fresh
+            return
+        for name in type(fresh).model_fields:
+            value = getattr(fresh, name)
+            if getattr(current, name) != value:
+                setattr(current, name, value)
 
     def close(self) -> None:
         """Stop the engine this wrapper started (a shared backend stays up). Safe to call twice."""
@@ -252,37 +272,67 @@ class VllmWrapperBase:
         self.close()
 
     # --- shared checks ---------------------------------------------------------------------------------
-    def _pool_checked(self, compute: Callable[[], np.ndarray], what: str) -> np.ndarray:
+    def _pool_checked(self, compute: Callable[[], np.ndarray], what: str, task: str | None = None) -> np.ndarray:
         """``compute()`` (a backend call), with the NaN/Inf policy applied.
 
-        Half precision chosen by ``dtype="auto"`` that overflows is re-run once in float32 on a new engine of
-        this wrapper (a warning says so, and the results are then filed under float32). Otherwise, and if
-        float32 also fails, :class:`NonFiniteOutputError` names the model, the dtype and what to try.
+        A half precision chosen by ``dtype="auto"`` that overflows is replaced, once, by float32 on a new engine
+        of this wrapper (a warning says so; results from then on are filed under float32). No task's scores mix
+        the two precisions. ``task`` names the mteb task the call belongs to (its subsets and splits share one
+        result file): when earlier calls of that task returned half-precision vectors,
+        :class:`PrecisionChangedError` stops the task, which must be evaluated again (it then runs in float32,
+        as every later task does; the CLI's runner does this by itself); when this is the task's first call, or
+        the call belongs to no task, it is computed again in float32. Otherwise, and if float32 also fails,
+        :class:`NonFiniteOutputError` names the model, the dtype and what to try.
         """
-        values = compute()
+        used, values = self._compute(compute)
         bad = self._non_finite_rows(values)
-        if bad and self._can_fall_back():
-            previous = self.dtype
-            logger.warning("%s: %d %s contain NaN or Inf in %s (chosen by dtype='auto'); restarting the engine in "
-                           "float32 and computing them again. Results from here on are filed under float32.",
-                           self.mteb_model_meta.name, bad, what, previous)
-            self.backend.close()
-            self.config = dataclasses.replace(self.config, dtype="float32")
-            self.backend, self._owns_backend = self._build_backend(self.config)
-            self.precision_fallbacks.append(f"{previous}->float32")
-            self.mteb_model_meta = self._make_meta()
-            values = compute()
+        if bad:
+            with self._fallback_lock:  # two threads overflowing at once restart the engine once
+                if used == self.dtype and self._can_fall_back():
+                    self._fall_back_to_float32(bad, what, used)
+        if used != self.dtype:  # the precision changed: this call overflowed, or another thread's did meanwhile
+            if task is not None and self._task_precision.get(task) == used:
+                cause = f"{bad} {what} contain NaN or Inf" if bad else "another call overflowed"
+                raise PrecisionChangedError(
+                    f"{self.mteb_model_meta.name}: the engine switched from {used} to {self.dtype} in the middle of "
+                    f"task {task} ({cause} in {used}), after earlier calls of the task had returned {used} "
+                    f"vectors. Its scores would mix two precisions, so the task was stopped: evaluate it again (it "
+                    f"now runs in {self.dtype}, as every later task does; mteb-vllm run does this by itself).",
+                    task=task, previous=used, current=self.dtype)
+            used, values = self._compute(compute)
             bad = self._non_finite_rows(values)
         if bad:
-            dtype = self.dtype
-            suggestion = "float32" if dtype in HALF_PRECISION else "bfloat16 or float32"
+            suggestion = "float32" if used in HALF_PRECISION else "bfloat16 or float32"
             raise NonFiniteOutputError(
-                f"{self.mteb_model_meta.name}: {bad} {what} contain NaN or Inf with dtype {dtype}. "
+                f"{self.mteb_model_meta.name}: {bad} {what} contain NaN or Inf with dtype {used}. "
                 + ("The model overflows even in float32: check the checkpoint's weights."
-                   if dtype == "float32" and self.precision_fallbacks else
+                   if used == "float32" and self.precision_fallbacks else
                    f"This is usually an overflow of the dtype; rerun with dtype='{suggestion}'.")
             )
+        if task is not None:
+            self._task_precision[task] = used
         return values
+
+    def _compute(self, compute: Callable[[], np.ndarray]) -> tuple[str, np.ndarray]:
+        """(the precision the values were computed in, the values). A lazily started engine settles "auto"
+        inside its first call; the meta then names what it settled on."""
+        used = self.dtype
+        values = compute()
+        if used == "auto":
+            used = self.dtype
+        if (self.mteb_model_meta.experiment_kwargs or {}).get("dtype") != self.dtype:
+            self._refresh_meta()
+        return used, values
+
+    def _fall_back_to_float32(self, bad: int, what: str, previous: str) -> None:
+        logger.warning("%s: %d %s contain NaN or Inf in %s (chosen by dtype='auto'); restarting the engine in "
+                       "float32. Results from here on are computed in and filed under float32.",
+                       self.mteb_model_meta.name, bad, what, previous)
+        self.backend.close()
+        self.config = dataclasses.replace(self.config, dtype="float32")
+        self.backend, self._owns_backend = self._build_backend(self.config)
+        self.precision_fallbacks.append(f"{previous}->float32")
+        self._refresh_meta()
 
     def _can_fall_back(self) -> bool:
         return (self._owns_engine and canonical(self.config.dtype) == "auto"

@@ -24,13 +24,21 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EngineArgumentError
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("vllm", "st", "mteb-builtin")
+
+
 @dataclass
 class BenchConfig:
     """What to measure. ``input_len`` gives a fixed-length workload (tokens per text, special tokens
-    included); ``variable_length`` adds texts of 5-200 words. With neither, both run (fixed at 128)."""
+    included); ``variable_length`` adds texts of 5-200 words. With neither, both run (fixed at 128).
+
+    ``trust_remote_code`` is decided once, as the wrappers decide it (None: what mteb's registry loader does
+    for a known model, False for others), and every row loads the checkpoint with it: mteb's built-in wrapper
+    would otherwise run the checkpoint's own code (its default is True), sentence-transformers would not."""
 
     model: str
     model_name: str | None = None
@@ -41,17 +49,19 @@ class BenchConfig:
     variable_length: bool = False
     n: int = 512
     output_folder: str = "mteb-vllm-bench"
+    trust_remote_code: bool | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # usage errors (EngineArgumentError is a ValueError): the CLI exits with 2
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
-            raise ValueError(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
+            raise EngineArgumentError(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise ValueError(f"batch sizes must be positive integers, got {self.batch_sizes}")
+            raise EngineArgumentError(f"batch sizes must be positive integers, got {self.batch_sizes}")
         if self.input_len is not None and self.input_len < 3:
-            raise ValueError(f"--input-len must be at least 3 tokens, got {self.input_len}")
+            raise EngineArgumentError(f"--input-len must be at least 3 tokens, got {self.input_len}")
         if self.n < max(self.batch_sizes):
-            raise ValueError(f"--n ({self.n}) must be at least the largest batch size ({max(self.batch_sizes)})")
+            raise EngineArgumentError(
+                f"--n ({self.n}) must be at least the largest batch size ({max(self.batch_sizes)})")
 
     def workloads(self) -> list[str]:
         out = []
@@ -73,28 +83,33 @@ def workload_texts(workload: str, n: int, seed: int = 0) -> list[str]:
 
 
 # --- backends, as the child process sees them ------------------------------------------------------------
-def _load(backend: str, model: str, model_name: str | None, dtype: str) -> tuple[Any, Any]:
+def _load(backend: str, model: str, model_name: str | None, dtype: str, *,
+          trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, encode(texts) -> array). ``dtype="auto"`` is each backend's own default: ours resolves it by
-    the precision policy, sentence-transformers loads float32, mteb's built-in wrapper leaves it to vLLM."""
+    the precision policy, sentence-transformers loads float32, mteb's built-in wrapper leaves it to vLLM.
+    ``trust_remote_code`` goes to every backend (see :class:`BenchConfig`)."""
     if backend == "vllm":
         from .encoder import VllmEncoderWrapper
 
-        wrapper = VllmEncoderWrapper(model, model_name=model_name, dtype=dtype)
+        wrapper = VllmEncoderWrapper(model, model_name=model_name, dtype=dtype, trust_remote_code=trust_remote_code)
         return wrapper, wrapper.embed_texts
     if backend == "st":
         import torch
         from sentence_transformers import SentenceTransformer
 
         kwargs = {} if dtype == "auto" else {"model_kwargs": {"torch_dtype": getattr(torch, dtype)}}
-        st = SentenceTransformer(model, device="cpu" if not torch.cuda.is_available() else None, **kwargs)
+        st = SentenceTransformer(model, device="cpu" if not torch.cuda.is_available() else None,
+                                 trust_remote_code=trust_remote_code, **kwargs)
         return st, lambda texts: st.encode(texts, batch_size=len(texts), show_progress_bar=False)
     from mteb.mocks.mock_tasks.sts import MockSTSTask
     from mteb.models.vllm_wrapper import VllmEncoderWrapper as Builtin
 
     from .hardware import CPU_MEMORY_FRACTION
 
-    # its own defaults, except the memory fraction: its 0.9 fails on CPU
-    builtin = Builtin(model, dtype=dtype, gpu_memory_utilization=CPU_MEMORY_FRACTION)
+    # its own defaults, except the memory fraction (its 0.9 fails on CPU) and trust_remote_code (its True ran
+    # a checkpoint's own code that the user had refused, red-team N60)
+    builtin = Builtin(model, dtype=dtype, gpu_memory_utilization=CPU_MEMORY_FRACTION,
+                      trust_remote_code=trust_remote_code)
     meta = MockSTSTask().metadata
     return builtin, lambda texts: builtin.encode([{"text": texts}], task_metadata=meta, hf_split="test",
                                                  hf_subset="default")
@@ -117,7 +132,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    model, encode = _load(spec["backend"], spec["model"], spec.get("model_name"), spec["dtype"])
+    model, encode = _load(spec["backend"], spec["model"], spec.get("model_name"), spec["dtype"],
+                          trust_remote_code=bool(spec.get("trust_remote_code", False)))
     start_s = time.perf_counter() - started
     resolved = _computed_dtype(spec["backend"], model, spec["dtype"])
     points = []
@@ -165,10 +181,10 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _token_lengths(model: str, workload: str, n: int, max_len: int) -> list[int]:
+def _token_lengths(model: str, workload: str, n: int, max_len: int, trust_remote_code: bool) -> list[int]:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model)
+    tok = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
     return [min(len(ids), max_len) for ids in tok(workload_texts(workload, n))["input_ids"]]
 
 
@@ -179,7 +195,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     from .flops import matmul_peak_gflops
     from .model_config import model_context_length, model_shape
     from .precision import cpu_emulation_reason
+    from .resolve import resolve_model
 
+    # decided once, before anything loads: a checkpoint that ships its own code is refused here (RemoteCodeError)
+    # unless the user allowed it, and no row may decide otherwise
+    trust = resolve_model(config.model, model_name=config.model_name,
+                          trust_remote_code=config.trust_remote_code).trust_remote_code
     out_dir = Path(config.output_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     workloads = config.workloads()
@@ -205,11 +226,11 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
 
     shape = model_shape(config.model)
     max_len = model_context_length(config.model) or 512  # config files only: no checkpoint code runs here
-    lengths = {w: _token_lengths(config.model, w, config.n, max_len) for w in workloads}
+    lengths = {w: _token_lengths(config.model, w, config.n, max_len, trust) for w in workloads}
     jobs = [(b, d) for d in dtypes for b in config.backends]
     for backend, dtype in tqdm(jobs, desc="bench", unit="backend", disable=not progress):
         spec = dict(backend=backend, dtype=dtype, model=config.model, model_name=config.model_name,
-                    workloads=workloads, batch_sizes=config.batch_sizes, n=config.n)
+                    workloads=workloads, batch_sizes=config.batch_sizes, n=config.n, trust_remote_code=trust)
         result, error = _spawn(spec)
         if result is None:  # a crash is a failure of the run, never a skip
             failed.append({"backend": backend, "dtype": dtype, "error": error})

@@ -168,11 +168,13 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
             task_instruction = _task_instruction(task_metadata)
             instructions = [i if i else task_instruction for i in instructions]
         show = kwargs.get("show_progress_bar", True)
-        return self.score_pairs(queries, documents, instructions, desc=f"{task_metadata.name} (pairs)" if show else "")
+        return self.score_pairs(queries, documents, instructions, desc=f"{task_metadata.name} (pairs)" if show else "",
+                                task=task_metadata.name)
 
     def score_pairs(self, queries: list[str], documents: list[str], instructions: list[str | None] | None = None,
-                    *, desc: str = "") -> np.ndarray:
-        """Score final (query, document) strings; prefixes and the template are applied here."""
+                    *, desc: str = "", task: str | None = None) -> np.ndarray:
+        """Score final (query, document) strings; prefixes and the template are applied here. ``task``: the mteb
+        task the pairs belong to (a precision fallback then never mixes two precisions in its scores)."""
         started = time.perf_counter()
         if len(queries) != len(documents):
             raise MtebVllmError(
@@ -188,12 +190,12 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         if not queries:
             return np.zeros(0, dtype=np.float32)
         with frozen_heap():
-            return self._score(queries, documents, instructions, desc, started)
+            return self._score(queries, documents, instructions, desc, started, task)
 
     def _score(self, queries: list[str], documents: list[str], instructions: list[str | None], desc: str,
-               started: float) -> np.ndarray:
+               started: float, task: str | None) -> np.ndarray:
         if self._st is not None:
-            return self._score_st(queries, documents, desc, started)
+            return self._score_st(queries, documents, desc, started, task)
         fallback = self.instruction
         # only a missing instruction takes the default, as mteb's Qwen3RerankerWrapper does; "" stays ""
         triples = [(fallback if instr is None else instr, self.query_prefix + q, self.document_prefix + d)
@@ -204,18 +206,19 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         tokens, report = tokenize_templated(tokenizer, self.template, [t[1] for t in unique],
                                             [t[2] for t in unique], [t[0] for t in unique], max_len)
         report.log("pairs", self.mteb_model_meta.name)
-        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores")
+        pooled = self._pool_checked(lambda: self.backend.pool(tokens, "classify", desc=desc), "scores", task)
         scores = self._to_scores(pooled)
         self.pairs_scored += len(unique)
         self.truncated += report.truncated
         self.seconds += time.perf_counter() - started
         return scores[np.fromiter((position[t] for t in triples), dtype=np.int64, count=len(triples))]
 
-    def _score_st(self, queries: list[str], documents: list[str], desc: str, started: float) -> np.ndarray:
+    def _score_st(self, queries: list[str], documents: list[str], desc: str, started: float,
+                  task: str | None) -> np.ndarray:
         """A sentence-transformers cross-encoder: ``CrossEncoder.predict`` on the prefixed pairs, its forward in
         the engine (:meth:`_score_rows`)."""
         pairs = [(self.query_prefix + q, self.document_prefix + d) for q, d in zip(queries, documents)]
-        self._desc = desc
+        self._desc, self._task = desc, task
         try:
             # Two labels ([not relevant, relevant]): mteb's own reranking fails on two scores per pair (float() of
             # an array), so there is no reference number; the relevance is P(relevant), as
@@ -223,7 +226,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
             scores = np.asarray(self._st.predict(pairs, convert_to_numpy=True,
                                                  apply_softmax=self._st.num_labels == 2), dtype=np.float32)
         finally:
-            self._desc = ""
+            self._desc, self._task = "", None
         self.seconds += time.perf_counter() - started
         return self._to_scores(scores)
 
@@ -240,7 +243,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
                 position[key] = len(unique)
                 unique.append(row)
         logits = self._pool_checked(lambda: self.backend.pool(unique, "classify", desc=getattr(self, "_desc", "")),
-                                    "scores")
+                                    "scores", getattr(self, "_task", None))
         self.pairs_scored += len(unique)
         self.truncated += report.truncated
         return logits[np.fromiter((position[k] for k in keys), dtype=np.int64, count=len(keys))]

@@ -116,6 +116,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         self._st: Any = None
         self._default_loader = False  # the registry's loader could not be reproduced and is knowingly left out
         self._desc = ""
+        self._task: str | None = None  # the mteb task of the encode under way (one precision per task)
         self.stats = EncodeStats()
         super().__init__(model, revision, **engine_args)
 
@@ -266,17 +267,18 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         inputs = _text_loader(inputs)
         show = kwargs.get("show_progress_bar", True)
         self._desc = f"{task_metadata.name} ({prompt_type.value if prompt_type else 'text'})" if show else ""
+        self._task = task_metadata.name
         try:
             if self._explicit_prompts:
                 prompt = self.resolve_prompt(task_metadata, prompt_type, hf_subset, hf_split)
                 texts = [prompt.apply(t) for batch in inputs for t in batch["text"]]
-                out = self.embed_texts(texts, desc=self._desc)
+                out = self.embed_texts(texts, desc=self._desc, task=self._task)
             else:
                 with frozen_heap():
                     out = self._reference.model.encode(inputs, task_metadata=task_metadata, hf_split=hf_split,
                                                        hf_subset=hf_subset, prompt_type=prompt_type, **kwargs)
         finally:
-            self._desc = ""
+            self._desc, self._task = "", None
         self.stats.seconds += time.perf_counter() - started
         out = np.asarray(out)
         return out if out.size else out.reshape(0, self.embedding_dim)
@@ -293,20 +295,23 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
             return self._reference.model.similarity_pairwise(embeddings1, embeddings2)
         return super().similarity_pairwise(embeddings1, embeddings2)
 
-    def embed_texts(self, texts: list[str], *, desc: str = "") -> np.ndarray:
+    def embed_texts(self, texts: list[str], *, desc: str = "", task: str | None = None) -> np.ndarray:
         """Embed final strings (no prompt is added): the model's tokenization, engine and modules.
 
+        ``task``: the mteb task the texts belong to, so a precision fallback never mixes two precisions in one
+        task's scores (see :meth:`~mteb_vllm.base.VllmWrapperBase._pool_checked`).
         Returns float32 [len(texts), dim] in input order, also for an empty list.
         """
         texts = check_texts(list(texts), "text")
         if not texts:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        previous, self._desc = self._desc, desc or self._desc
+        previous = self._desc, self._task
+        self._desc, self._task = desc or self._desc, task or self._task
         try:
             with frozen_heap():
                 return np.asarray(self._st.encode(texts, prompt="", convert_to_numpy=True), dtype=np.float32)
         finally:
-            self._desc = previous
+            self._desc, self._task = previous
 
     # --- the engine side -----------------------------------------------------------------------------------
     def _embed_rows(self, rows: list[TokenizedInput]) -> np.ndarray:
@@ -331,7 +336,8 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
             if key not in position:
                 position[key] = len(unique)
                 unique.append(row)
-        pooled = self._pool_checked(lambda: self.backend.pool(unique, "embed", desc=self._desc), "embeddings")
+        pooled = self._pool_checked(lambda: self.backend.pool(unique, "embed", desc=self._desc), "embeddings",
+                                    self._task)
         self.stats.calls += 1
         self.stats.texts += len(rows)
         self.stats.unique_texts += len(unique)

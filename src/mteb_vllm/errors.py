@@ -30,12 +30,26 @@ class NonFiniteOutputError(MtebVllmError, FloatingPointError):
     """The engine produced NaN or Inf, almost always a dtype overflow."""
 
 
+class PrecisionChangedError(NonFiniteOutputError):
+    """A half precision chosen by ``dtype="auto"`` overflowed in the middle of a task, after earlier calls of the
+    same task had returned half-precision vectors. The engine now runs in float32; the task must be evaluated
+    again so that none of its scores mixes two precisions (the CLI's runner does this by itself)."""
+
+    def __init__(self, message: str, *, task: str, previous: str, current: str):
+        super().__init__(message)
+        self.task, self.previous, self.current = task, previous, current
+
+
 class UnsupportedTaskError(MtebVllmError, TypeError):
     """The task needs a modality or model kind this wrapper does not provide."""
 
 
 class EngineStartError(MtebVllmError, RuntimeError):
     """vLLM failed to start; the message keeps vLLM's reason and adds the likely fix."""
+
+
+class ForkedEngineError(MtebVllmError, RuntimeError):
+    """An in-process engine started before ``os.fork()`` was used in the child, where it cannot work."""
 
 
 class MissingScoreHeadError(UsageError):

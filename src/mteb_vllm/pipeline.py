@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MtebVllmError
+from .errors import MtebVllmError, UsageError
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -78,7 +78,7 @@ def resolve_tasks(tasks: Any) -> list[AbsTask]:
     resolved = [task if isinstance(task, AbsTask) else get_tasks([task])[0] for task in tasks]
     for task in resolved:
         if not hasattr(task, "convert_to_reranking"):
-            raise MtebVllmError(
+            raise UsageError(
                 f"{task.metadata.name} is a {task.metadata.type} task; the two-stage run needs retrieval tasks "
                 "(reranking tasks can be evaluated with the cross-encoder directly: mteb.evaluate(reranker, task))"
             )

@@ -13,6 +13,12 @@ state as a side effect:
 
 :class:`StartGuard` snapshots each before the start and restores it after, on success and on failure alike.
 The engine keeps working: vLLM reads its settings while it starts, not afterwards (tested).
+
+The environment is shared by every thread of the process, and a researcher's other threads may set variables
+while an engine starts or encodes. So it is not snapshot and put back as a whole (that reverted what other
+threads set meanwhile): :class:`EnvironGuard` records which variables *this thread* sets or removes inside
+the block (our code and the vLLM code it calls), and afterwards puts back only those, and only where the
+value is still the one this thread left (a later change by anyone else is theirs to keep).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import gc
 import os
 import random
 import sys
+import threading
 from typing import Any
 
 from .gc_pause import caller_freeze_count
@@ -56,13 +63,111 @@ def _restore_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def restore_environ(snapshot: dict[str, str]) -> None:
-    """Make ``os.environ`` equal to ``snapshot`` again (added keys removed, changed ones put back)."""
-    for key in [k for k in os.environ if k not in snapshot]:
-        del os.environ[key]
-    for key, value in snapshot.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
+class _RecordingEnviron(os._Environ):  # type: ignore[name-defined]
+    """``os.environ``'s own class, plus a note to the open :class:`EnvironGuard` blocks of the writing thread.
+
+    Installed on the ``os.environ`` object (its ``__class__``) only while a block is open anywhere; reads,
+    writes and ``putenv`` behave exactly as before."""
+
+    def __setitem__(self, key: str, value: str) -> None:
+        before = self._data.get(self.encodekey(key))
+        super().__setitem__(key, value)
+        _note(key, None if before is None else self.decodevalue(before), value)
+
+    def __delitem__(self, key: str) -> None:
+        before = self._data.get(self.encodekey(key))
+        super().__delitem__(key)
+        _note(key, None if before is None else self.decodevalue(before), None)
+
+
+_env_lock = threading.Lock()
+_open: dict[int, list[EnvironGuard]] = {}  # thread id -> its open blocks, innermost last
+_installed_on: Any = None  # the environ object whose class was swapped, while any block is open
+
+
+def _note(key: str, before: str | None, after: str | None) -> None:
+    for guard in _open.get(threading.get_ident(), ()):
+        guard._record(key, before, after)
+
+
+class EnvironGuard:
+    """Put back the environment variables this thread set or removed inside the block, unless someone changed
+    them since.
+
+    Why not a snapshot of the whole environment: another thread's variable set while an engine starts (seconds
+    to a minute) would be reverted. Why a record of writes and not a list of names: vLLM sets variables of its
+    own (``LOCAL_WORLD_SIZE``, ``VLLM_DIST_IDENT``, ``LD_PRELOAD`` ... and more with each release), all from the
+    thread that starts it. Blocks nest; each one puts back what was written while it was open. Writes that do
+    not go through ``os.environ`` (C code calling ``setenv``) are invisible here, as they are to Python.
+    """
+
+    def __init__(self) -> None:
+        #: variable -> (its value before this block first changed it, the value this thread last left)
+        self.changes: dict[str, tuple[str | None, str | None]] = {}
+        self._thread: int | None = None
+
+    def __enter__(self) -> EnvironGuard:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def open(self) -> None:
+        global _installed_on
+        with _env_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.get_ident()
+            _open.setdefault(self._thread, []).append(self)
+            if _installed_on is None and type(os.environ) is os._Environ:  # type: ignore[attr-defined]
+                os.environ.__class__ = _RecordingEnviron
+                _installed_on = os.environ
+
+    def _record(self, key: str, before: str | None, after: str | None) -> None:
+        first = self.changes[key][0] if key in self.changes else before
+        self.changes[key] = (first, after)
+
+    def restore(self) -> None:
+        """Stop recording, then put back every variable this block changed whose value is still the one this
+        thread left. Idempotent."""
+        global _installed_on
+        with _env_lock:
+            if self._thread is None:
+                return
+            blocks = _open.get(self._thread, [])
+            if self in blocks:
+                blocks.remove(self)
+            if not blocks:
+                _open.pop(self._thread, None)
+            self._thread = None
+            if not _open and _installed_on is not None:
+                if type(_installed_on) is _RecordingEnviron:
+                    _installed_on.__class__ = os._Environ  # type: ignore[attr-defined]
+                _installed_on = None
+        changes, self.changes = self.changes, {}
+        for key, (before, ours) in changes.items():
+            if os.environ.get(key) != ours:  # changed by someone else since: theirs to keep
+                continue
+            if before is None:
+                os.environ.pop(key, None)
+            elif before != ours:
+                os.environ[key] = before
+
+
+def _forget_guards_in_child() -> None:
+    """A child forked while a block was open (in any thread) starts with none: the blocks and the threads that
+    would close them stayed in the parent, and its ``os.environ`` is the plain one again."""
+    global _env_lock, _installed_on
+    _env_lock = threading.Lock()
+    _open.clear()
+    if _installed_on is not None and type(_installed_on) is _RecordingEnviron:
+        _installed_on.__class__ = os._Environ  # type: ignore[attr-defined]
+    _installed_on = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_guards_in_child)
 
 
 class StartGuard:
@@ -74,7 +179,8 @@ class StartGuard:
     """
 
     def __init__(self) -> None:
-        self.environ = dict(os.environ)
+        self.environ = EnvironGuard()
+        self.environ.open()
         self.rng = _snapshot_rng()
         self.host_frozen = caller_freeze_count()
         self.torch_threads: tuple[Any, int] | None = None
@@ -90,7 +196,7 @@ class StartGuard:
         self.restore()
 
     def restore(self) -> None:
-        restore_environ(self.environ)
+        self.environ.restore()
         _restore_rng(self.rng)
         if self.torch_threads is not None or "torch" in sys.modules:
             import torch

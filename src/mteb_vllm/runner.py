@@ -4,8 +4,8 @@ Why not one ``mteb.evaluate(model, tasks)`` call: a run of a 40-task benchmark t
 possible to kill it and start it again without redoing finished tasks, to see which tasks were already done,
 and to keep the results of the tasks that worked when one task's dataset fails. mteb's "only-missing"
 strategy does the resuming; this loop adds the per-task summary, the per-task error record, and the re-run of
-a task whose precision changed in the middle (see ``VllmWrapperBase._pool_checked``), so no task's scores mix
-two precisions.
+a task the wrapper stopped because its precision changed in the middle (:class:`~mteb_vllm.errors.
+PrecisionChangedError`, see ``VllmWrapperBase._pool_checked``), so no task's scores mix two precisions.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class TaskOutcome:
     #: Inputs answered from the embedding cache and inputs the engine computed (None without a cache).
     cached: int | None = None
     computed: int | None = None
+    #: The precision the task's scores were computed in (tasks of one run differ after a float32 fallback).
+    dtype: str | None = None
 
 
 @dataclass
@@ -134,7 +136,7 @@ def run_tasks(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | N
         existing = completed_result(cache, task, meta) if cache and not overwrite else None
         if existing is not None:
             outcomes[task.metadata.name] = TaskOutcome(task.metadata.name, task.metadata.main_score, "done before",
-                                                       _score(existing))
+                                                       _score(existing), dtype=_dtype(model))
             if on_task is not None:
                 on_task(outcomes[task.metadata.name])
         else:
@@ -176,6 +178,7 @@ def _run_one(model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: b
         logger.debug("traceback", exc_info=True)
         outcome = TaskOutcome(name, metric, "failed", error=f"{type(exc).__name__}: {exc}")
     outcome.seconds = time.perf_counter() - started
+    outcome.dtype = _dtype(model)
     after = _cache_counts(model)
     if before is not None and after is not None:
         if after[0] < before[0] or after[1] < before[1]:  # the backend was replaced (a precision change)
@@ -211,15 +214,17 @@ def _resolve_precision(model: Any) -> None:
 
 
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:
-    before, meta_before = _dtype(model), model.mteb_model_meta
+    from .errors import PrecisionChangedError
+
     strategy = "always" if overwrite else "only-missing"
-    result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)
-    if _dtype(model) != before:
+    try:
+        result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)
+    except PrecisionChangedError as exc:
+        # The wrapper stopped the task before any of its scores mixed two precisions, and the model's meta now
+        # names the new precision: the task is looked up and filed under it, so evaluating it again is all.
         logger.warning("%s: the precision changed from %s to %s during the task; evaluating it again so all of "
-                       "its scores come from %s", task.metadata.name, before, _dtype(model), _dtype(model))
-        if cache is not None:  # mteb filed the mixed-precision result under the old precision: it is not kept
-            cache.get_task_result_path(task.metadata.name, meta_before).unlink(missing_ok=True)
-        result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always", show_progress_bar=progress)
+                       "its scores come from %s", task.metadata.name, exc.previous, exc.current, exc.current)
+        result = mteb.evaluate(model, task, cache=cache, overwrite_strategy=strategy, show_progress_bar=progress)
     if result.exceptions:
         raise RuntimeError(str(result.exceptions[0]))
     score = _score(result.task_results[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import gc
 import glob
@@ -12,15 +13,16 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..config import EngineConfig
-from ..errors import EngineStartError, ModelNotFoundError, missing_vllm_error
+from ..errors import EngineArgumentError, EngineStartError, ForkedEngineError, ModelNotFoundError, missing_vllm_error
 from ..gc_pause import paused_gc
 from ..model_config import (
     check_model_exists,
+    hf_text_config,
     hub_commit,
     is_local_path,
     load_tokenizer,
@@ -28,7 +30,7 @@ from ..model_config import (
     model_context_length,
 )
 from ..precision import resolve_dtype
-from ..process_state import StartGuard, restore_environ
+from ..process_state import EnvironGuard, StartGuard
 from ..reaper import Reaper, current_child_pids, engine_child_pids
 from .base import BackendInfo, PoolingTask, TokenizedInput
 
@@ -118,18 +120,25 @@ class LocalVllmBackend:
     """
 
     kind = "local"
-    #: Engines alive in this process. In-process engines share vLLM's global distributed state, which
-    #: may only be torn down when the last of them closes.
-    _live = 0
+    #: Engines started in this process and not closed yet. In-process engines share vLLM's global distributed
+    #: state, which may only be torn down when the last of them closes.
+    _live: ClassVar[set[LocalVllmBackend]] = set()
+    #: What in-process engines share is process-wide: vLLM's distributed state, its forward context (a module
+    #: global set around every forward pass), the environment. Starts, closes and in-process forward passes
+    #: hold this lock, one at a time (on CPU each of them uses every core anyway); a multiprocess engine's
+    #: forward passes run in its own processes and do not take it.
+    _process_lock: ClassVar[threading.RLock] = threading.RLock()
     #: Rendezvous files of closed engines, removed when the last engine closes (see :func:`_dist_store_paths`).
-    _dist_leftovers: set[str] = set()
+    _dist_leftovers: ClassVar[set[str]] = set()
 
     def __init__(self, config: EngineConfig, *, lazy: bool = False):
         from ..precision import engine_runs_on_cpu
 
         self._llm = None
         self._closed = False
-        self._lock = threading.Lock()
+        self._closed_because = ""
+        self._pid = os.getpid()  # the process that started the engine: a forked child cannot use it
+        self._lock = threading.RLock()  # reentrant: an interrupted call may close the engine while holding it
         self._tokenizer = None
         self.start_seconds = 0.0
         self.in_process = False
@@ -143,7 +152,9 @@ class LocalVllmBackend:
         self.revision = local_revision(model) if local else revision
         trust = bool(config.trust_remote_code)
         max_len = config.max_model_len
-        if max_len is None:
+        if max_len is not None:
+            _check_requested_length(config, model, revision)
+        else:
             max_len = model_context_length(model, trust_remote_code=trust, revision=revision)
             template = config.score_template
             if template is not None and template.max_length and max_len:
@@ -167,16 +178,30 @@ class LocalVllmBackend:
 
     def start(self) -> None:
         """Start the engine (idempotent). The caller's process state is restored afterwards, whatever happens."""
+        self._check_process()
         if self._llm is not None:
             return
-        if self._closed:
-            raise RuntimeError("this engine was closed; create a new wrapper")
-        self._guard = StartGuard()
-        try:
-            with paused_gc():
-                self._start(self.config)
-        finally:
-            self._guard.restore()
+        with LocalVllmBackend._process_lock:
+            if self._llm is not None:  # another thread started it meanwhile
+                return
+            if self._closed:
+                raise EngineStartError(f"this engine was closed{self._closed_because}; create a new wrapper")
+            self._guard = StartGuard()
+            try:
+                with paused_gc():
+                    self._start(self.config)
+            finally:
+                self._guard.restore()
+
+    def _check_process(self) -> None:
+        """An engine started before ``os.fork()`` cannot be used in the child: torch's OpenMP threads and the
+        engine's own do not survive a fork, and the child hung in its first matmul (red-team N57)."""
+        if self._llm is not None and os.getpid() != self._pid:
+            raise ForkedEngineError(
+                f"the vLLM engine for {self.model} was started in process {self._pid}, and this is a child forked "
+                f"from it (process {os.getpid()}). A forked child cannot use it (its threads did not survive the "
+                "fork: it would hang). Create the wrapper in the child, or start child processes with the "
+                "'spawn' method (multiprocessing.get_context('spawn')).")
 
     def engine_arguments(self, *, server: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
         """The ``vllm.LLM`` keyword arguments and the environment this backend starts vLLM with.
@@ -308,7 +333,8 @@ class LocalVllmBackend:
         self._reaper.watch(engine_child_pids(children_before) if not self.in_process else [],
                            files=self._dist_files)
         self.start_seconds = time.perf_counter() - started
-        LocalVllmBackend._live += 1
+        self._pid = os.getpid()
+        LocalVllmBackend._live.add(self)
         model_config = llm.llm_engine.model_config
         self.dtype = str(model_config.dtype).replace("torch.", "")
         if int(model_config.max_model_len) != self.max_model_len:
@@ -389,13 +415,17 @@ class LocalVllmBackend:
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         if not inputs:
             return np.zeros((0, 0), dtype=np.float32)
+        self._check_process()  # before the lock: a thread of the parent may have held it at the fork
         with self._lock:
             llm = self.llm
-            environ = dict(os.environ)  # vLLM sets variables on its first forward pass too (its compile cache)
-            try:
-                rows = self._encode(llm, inputs, task, desc)
-            finally:
-                restore_environ(environ)
+            shared = LocalVllmBackend._process_lock if self.in_process else contextlib.nullcontext()
+            with shared:
+                try:
+                    with EnvironGuard():  # vLLM may set variables on its first forward pass too (compile cache)
+                        rows = self._encode(llm, inputs, task, desc)
+                except BaseException:
+                    self._recover(llm)
+                    raise
         if task == "token_embed":  # every input's tokens, one after another
             return np.concatenate(rows).astype(np.float32, copy=False)
         return np.stack(rows).astype(np.float32, copy=False)
@@ -423,6 +453,28 @@ class LocalVllmBackend:
                 bar.update(len(chunk))
                 bar.set_postfix(tok_s=f"{total_tokens / elapsed:,.0f}", refresh=False)
         return rows
+
+    def _recover(self, llm: Any) -> None:
+        """After a call that did not finish (Ctrl-C, which lands inside vLLM's step, usually in the forward
+        pass; or an error): abort every request the engine still holds, so the next call starts from an idle
+        engine. Without this the scheduler kept requests it had scheduled but never finished, and the next call
+        spun on them at 100 % CPU forever (red-team N58). An engine that cannot be brought back to idle is
+        closed, and the next call says why instead of hanging."""
+        try:
+            aborted = _abort_all_requests(llm)
+            idle = _is_idle(llm)
+        except BaseException:  # a second Ctrl-C while aborting, or a state vLLM cannot undo
+            logger.debug("aborting the interrupted call's requests failed", exc_info=True)
+            aborted, idle = 0, False
+        if idle:
+            if aborted:
+                logger.warning("%s: the interrupted call left %d request(s) in the engine; they were aborted and "
+                               "the engine is ready for the next call", self.model, aborted)
+            return
+        logger.warning("%s: the engine could not be brought back to idle after the interrupted call; it is closed "
+                       "(create a new wrapper)", self.model)
+        self._closed_because = " after an interrupted call left it in a state it could not recover from"
+        self.close()
 
     @staticmethod
     def _pooling_params(inputs: list[TokenizedInput]):
@@ -453,36 +505,43 @@ class LocalVllmBackend:
         others are alive this engine is only dereferenced (its memory goes with the garbage collector);
         the last one to close does the full shutdown.
         """
+        if getattr(self, "_llm", None) is not None and os.getpid() != self._pid:
+            # A forked child: the engine, its processes and its sidecar are the parent's. Tearing them down from
+            # here crashed the child (SIGSEGV) or would stop the parent's engine. The child keeps its copy as it
+            # is (dropping it would run the objects' own clean-up) and marks it closed.
+            self._closed, self._closed_because = True, " in the parent process"
+            return
         with self._lock:
             llm, self._llm = getattr(self, "_llm", None), None
             self._closed = True
         if llm is None:
             return
         atexit.unregister(self.close)
-        LocalVllmBackend._live -= 1
-        others_share_state = self.in_process and LocalVllmBackend._live > 0
-        try:
-            if others_share_state:
-                _release_without_teardown(llm.llm_engine.engine_core)
-            else:
-                llm.llm_engine.engine_core.shutdown()
-        except Exception:  # already gone
-            logger.debug("engine core shutdown failed", exc_info=True)
-        del llm
-        gc.collect()
-        self._release_reaper()
-        LocalVllmBackend._dist_leftovers.update(self._dist_files)
-        if LocalVllmBackend._live == 0:
+        with LocalVllmBackend._process_lock:
+            LocalVllmBackend._live.discard(self)
+            others_share_state = self.in_process and bool(LocalVllmBackend._live)
             try:
-                from vllm.distributed import cleanup_dist_env_and_memory
+                if others_share_state:
+                    _release_without_teardown(llm.llm_engine.engine_core)
+                else:
+                    llm.llm_engine.engine_core.shutdown()
+            except Exception:  # already gone
+                logger.debug("engine core shutdown failed", exc_info=True)
+            del llm
+            gc.collect()
+            self._release_reaper()
+            LocalVllmBackend._dist_leftovers.update(self._dist_files)
+            if not LocalVllmBackend._live:
+                try:
+                    from vllm.distributed import cleanup_dist_env_and_memory
 
-                cleanup_dist_env_and_memory()
-            except Exception:
-                logger.debug("vLLM cleanup failed", exc_info=True)
-            # vLLM removes its rendezvous file on an orderly shutdown only (not after an interrupted encode);
-            # in-process engines share one distributed state, so the files go when the last engine is closed
-            _remove_files(LocalVllmBackend._dist_leftovers)
-            LocalVllmBackend._dist_leftovers.clear()
+                    cleanup_dist_env_and_memory()
+                except Exception:
+                    logger.debug("vLLM cleanup failed", exc_info=True)
+                # vLLM removes its rendezvous file on an orderly shutdown only (not after an interrupted encode);
+                # in-process engines share one distributed state, so the files go when the last engine is closed
+                _remove_files(LocalVllmBackend._dist_leftovers)
+                LocalVllmBackend._dist_leftovers.clear()
         self._guard.after_close()
 
 
@@ -521,6 +580,94 @@ def _remove_files(paths: Any) -> None:
             os.unlink(path)
         except OSError:  # already removed by vLLM's own shutdown
             pass
+
+
+def _check_requested_length(config: EngineConfig, model: str, revision: str | None) -> None:
+    """Refuse a ``max_model_len`` above the model's context length before the engine starts, as vLLM would
+    refuse it after loading the weights (15 s here, red-team B6). Only where the length is read exactly as vLLM
+    derives it: not with ``hf_overrides``, RoPE scaling (vLLM multiplies the length by its factor) or
+    ``VLLM_ALLOW_LONG_MAX_MODEL_LEN`` (vLLM's own opt-out, honoured)."""
+    requested = int(config.max_model_len)
+    if config.hf_overrides or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "").lower() in ("1", "true"):
+        return
+    trust = bool(config.trust_remote_code)
+    cfg = hf_text_config(model, trust, revision)
+    if cfg is None or getattr(cfg, "rope_scaling", None):
+        return
+    rope = getattr(cfg, "rope_parameters", None)
+    layers = rope.values() if isinstance(rope, dict) and all(isinstance(v, dict) for v in rope.values()) else [rope]
+    if any(isinstance(r, dict) and r.get("factor") not in (None, 1, 1.0) for r in layers):
+        return
+    derived = model_context_length(model, trust_remote_code=trust, revision=revision)
+    allowed = max(derived or 0, int(getattr(cfg, "model_max_length", None) or 0))
+    if derived and requested > allowed:
+        raise EngineArgumentError(
+            f"max_model_len={requested} is above the context length of {model} ({derived} tokens, from its "
+            "config files, as vLLM reads it); vLLM would refuse it after loading the weights. Pass at most "
+            f"max_model_len={derived} (longer inputs are truncated and counted), or set "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to run past the model's positions (vLLM warns this gives NaN or "
+            "out-of-range errors).")
+
+
+def _abort_all_requests(llm: Any) -> int:
+    """Abort every request an engine holds, in its client (the output processor) and, for an in-process engine,
+    in its scheduler too (a request the interrupted step had scheduled). Returns how many the client held."""
+    engine = llm.llm_engine
+    ids = list(engine.output_processor.request_states)
+    if ids:
+        engine.abort_request(ids, internal=True)
+    scheduler = _scheduler(llm)
+    if scheduler is not None and scheduler.has_unfinished_requests():
+        from vllm.v1.request import RequestStatus
+
+        scheduler.finish_requests(None, RequestStatus.FINISHED_ABORTED)
+    return len(ids)
+
+
+def _is_idle(llm: Any) -> bool:
+    """Whether the engine holds no unfinished request (what its next call needs to not spin)."""
+    scheduler = _scheduler(llm)
+    return not llm.llm_engine.has_unfinished_requests() and (
+        scheduler is None or not scheduler.has_unfinished_requests())
+
+
+def _scheduler(llm: Any) -> Any:
+    """The scheduler of an in-process engine (None when the engine core runs in another process)."""
+    core = getattr(llm.llm_engine.engine_core, "engine_core", None)
+    return getattr(core, "scheduler", None)
+
+
+def _forget_engines_in_child() -> None:
+    """In a child forked from a process with engines: detach vLLM's finalizers of each (they run at the child's
+    exit and would shut down the parent's engine, or crash), so the child's exit leaves them alone. Using one
+    from the child raises :class:`~mteb_vllm.errors.ForkedEngineError` (see ``_check_process``)."""
+    import weakref
+
+    if not LocalVllmBackend._live:
+        return
+    for backend in list(LocalVllmBackend._live):  # no lock: the child has one thread, the lock may be stale
+        engine = getattr(getattr(backend, "_llm", None), "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        for owner in (engine, core, getattr(core, "engine_core", None), getattr(engine, "model_executor", None)):
+            finalizer = getattr(owner, "_finalizer", None)
+            if isinstance(finalizer, weakref.finalize):
+                finalizer.detach()
+    LocalVllmBackend._process_lock = threading.RLock()
+    # torch's process groups (vLLM made them here for its in-process worker) join threads the child does not
+    # have when they are freed: the child's interpreter exit crashed with SIGSEGV. The child keeps them alive.
+    c10d = sys.modules.get("torch.distributed.distributed_c10d")
+    if c10d is not None:
+        import ctypes
+
+        try:
+            for group in list(c10d._world.pg_map):
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))
+        except Exception:  # another torch: at worst the child's exit crashes as it did
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_engines_in_child)
 
 
 #: Unix socket paths hold at most 107 bytes (sun_path); vLLM appends "/<uuid4>" (37) to its base folder.

@@ -34,7 +34,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model, name = resolve_model_args(args)
     config = BenchConfig(model=model, model_name=name, backends=args.backends, dtypes=args.dtypes,
                          batch_sizes=args.batch_sizes, input_len=args.input_len,
-                         variable_length=args.variable_length, n=args.n, output_folder=args.output_folder)
+                         variable_length=args.variable_length, n=args.n, output_folder=args.output_folder,
+                         trust_remote_code=args.trust_remote_code)
     report = run_bench(config)
     print(markdown_report(report))
     print(f"JSON, markdown and plot written to {os.path.abspath(args.output_folder)}")

@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"in {s.seconds:.1f} s: {s.texts / s.seconds:,.0f} texts/s, {s.tokens / s.seconds:,.0f} tokens/s")
     cached = cache_dir is not None and any(o.computed is not None for o in summary.outcomes)
     headers = ["task", "main score", "value", "dtype", "status"] + (["cached", "computed"] if cached else [])
-    print_rows(headers, [[o.task, o.metric, fmt(o.score), summary.dtype, o.status]
+    print_rows(headers, [[o.task, o.metric, fmt(o.score), o.dtype or summary.dtype, o.status]
                          + ([_count(o.cached), _count(o.computed)] if cached else []) for o in summary.outcomes])
     print(f"\n{summary.line()}; results in mteb's format under {output.resolve()}")
     stats = getattr(encoder.backend, "stats", None)

@@ -128,7 +128,11 @@ class FakeBackend:
             wrapper that forgets to truncate fails here.
         tokenizer: A Hugging Face tokenizer (default :func:`byte_tokenizer`).
         auto_dtype: What ``dtype="auto"`` resolves to (default float32).
-        nonfinite_dtypes: Precisions in which the first row of every output is NaN, as an overflow leaves it.
+        nonfinite_dtypes: Precisions in which the model overflows: the first row of every output is NaN, as an
+            overflow leaves it (or only the rows of ``nonfinite_texts``).
+        nonfinite_texts: Overflow only on inputs whose text contains one of these strings (in the precisions of
+            ``nonfinite_dtypes``, default: both half precisions), as a model whose activations outgrow a half
+            precision on some inputs only. The check decodes the token ids, so it sees prompts and truncation.
         seconds_per_token: Simulated compute time, for timeouts and load tests.
         fail_on_call: Raise ``RuntimeError`` on this pool call (1-based), as a crashing engine would.
     """
@@ -137,7 +141,7 @@ class FakeBackend:
 
     def __init__(self, config: Any = None, *, dim: int = 64, num_labels: int = 1, max_model_len: int | None = None,
                  tokenizer: Any = None, auto_dtype: str = "float32", nonfinite_dtypes: tuple[str, ...] = (),
-                 seconds_per_token: float = 0.0, fail_on_call: int | None = None, revision: str | None = None,
+                 nonfinite_texts: tuple[str, ...] = (), seconds_per_token: float = 0.0, fail_on_call: int | None = None, revision: str | None = None,
                  lazy: bool = False):
         self.model = getattr(config, "model", None) or "fake-model"
         requested = canonical(getattr(config, "dtype", None) or "auto")
@@ -146,6 +150,9 @@ class FakeBackend:
         self.dim, self.num_labels = dim, num_labels
         self.revision = revision or getattr(config, "revision", None) or "fake"
         self._tokenizer = tokenizer
+        self.nonfinite_texts = tuple(nonfinite_texts)
+        if self.nonfinite_texts and not nonfinite_dtypes:
+            nonfinite_dtypes = ("float16", "bfloat16")
         self.nonfinite_dtypes = {canonical(d) for d in nonfinite_dtypes}
         self.seconds_per_token = seconds_per_token
         self.fail_on_call = fail_on_call
@@ -220,7 +227,11 @@ class FakeBackend:
             one = self.embed_one if task == "embed" else self.score_one
             out = _round_to(np.stack([one(item) for item in inputs]), self.dtype)
         if self.dtype in self.nonfinite_dtypes:
-            out[0] = np.nan
+            if not self.nonfinite_texts:
+                out[0] = np.nan
+            for i, item in enumerate(inputs):
+                if self.nonfinite_texts and any(t in self.tokenizer.decode(item.token_ids) for t in self.nonfinite_texts):
+                    out[i] = np.nan
         return out
 
     def close(self) -> None:
