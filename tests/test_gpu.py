@@ -183,3 +183,17 @@ def test_a_memory_plan_counts_weights_kv_and_activations(minilm_path):
     halves = gpu.plan_memory(minilm_path, dtype="float16", max_model_len=None, max_num_batched_tokens=4096,
                              tensor_parallel_size=2)
     assert halves.weights == plan.weights // 2 and halves.kv_cache == plan.kv_cache // 2
+
+
+def test_more_tensor_parallel_ranks_than_visible_gpus_are_refused_before_the_start(gpu_machine, monkeypatch):
+    from mteb_vllm.errors import UsageError
+    from mteb_vllm.preflight import check_engine_fit
+
+    machine = gpu_machine([fake_gpu.FakeGpu(uuid="GPU-a"), fake_gpu.FakeGpu(uuid="GPU-b")])
+    check_engine_fit(2)
+    with pytest.raises(UsageError, match=r"tensor_parallel_size=4 needs 4 GPUs, but only 2 visible"):
+        check_engine_fit(4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-b")
+    with pytest.raises(UsageError, match=r"needs 2 GPUs, but only 1 visible \(CUDA_VISIBLE_DEVICES=GPU-b\)"):
+        check_engine_fit(2)
+    assert machine.touched == []

@@ -142,8 +142,8 @@ def check_engine_fit(tensor_parallel_size: int, endpoints: list[str] | None = No
     if gpus:
         if tensor_parallel_size > len(gpus):
             raise EngineArgumentError(
-                f"tensor_parallel_size={tensor_parallel_size} needs {tensor_parallel_size} GPUs, but "
-                f"{len(gpus)} are visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+                f"tensor_parallel_size={tensor_parallel_size} needs {tensor_parallel_size} GPUs, but only "
+                f"{len(gpus)} visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
         return
     from .precision import engine_runs_on_cpu
 

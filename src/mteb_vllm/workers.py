@@ -1,11 +1,11 @@
 """Task-level parallelism on one machine: K worker processes, each with its own engine on its own device.
 
 Why tasks and not batches: an MTEB run is dozens to hundreds of independent tasks, and an engine is most
-efficient when it owns its device. So each worker starts one engine (GPU: one device each, through
-``CUDA_VISIBLE_DEVICES``; CPU: disjoint core sets) and takes the next task from a shared queue, largest first,
-so the longest task never starts last. With ``endpoints`` a worker is only a driver against the fleet and
-pins nothing. All workers write one results folder; a worker that dies loses only the task it was on, which
-is reported, and the rerun (mteb's only-missing strategy) finishes it.
+efficient when it owns its device. So each worker starts one engine (GPU: ``tensor_parallel_size`` devices
+each, pinned through ``CUDA_VISIBLE_DEVICES``; CPU: disjoint core sets) and takes the next task from a shared
+queue, largest first, so the longest task never starts last. With ``endpoints`` a worker is only a driver
+against the fleet and pins nothing. All workers write one results folder; a worker that dies loses only the
+task it was on, which is reported, and the rerun (mteb's only-missing strategy) finishes it.
 """
 
 from __future__ import annotations
