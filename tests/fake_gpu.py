@@ -129,7 +129,9 @@ def install(monkeypatch: Any, gpus: list[FakeGpu] | None = None, *, driver_initi
     True initialised (what ``torch.cuda.is_available()`` leaves behind).
     """
     import torch
-    import torch._dynamo  # noqa: F401  imported for real first: under the fake CUDA its import fails half-way
+    # transformers imports torch._dynamo lazily (AutoConfig -> masking_utils); imported under a torch that claims
+    # CUDA but answers None, it fails half-way and stays broken for the session. Imported for real first.
+    import torch._dynamo  # noqa: F401
 
     from mteb_vllm import gpu as gpu_module
 
