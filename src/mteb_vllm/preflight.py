@@ -129,10 +129,22 @@ def check_model_files(model: str, revision: str | None = None) -> None:
 
 
 def check_engine_fit(tensor_parallel_size: int, endpoints: list[str] | None = None) -> None:
-    """Engine arguments that cannot work on this machine, refused before an engine is started."""
+    """Engine arguments that cannot work on this machine, refused before an engine is started: more
+    tensor-parallel ranks than CPU cores, or than visible GPUs (counted through NVML, without initialising
+    CUDA in this process: :mod:`mteb_vllm.gpu`)."""
     if endpoints:
         return
+    from .errors import EngineArgumentError
+    from .gpu import cuda_build, visible_gpus
     from .hardware import core_groups
+
+    gpus = visible_gpus().devices if cuda_build() else []
+    if gpus:
+        if tensor_parallel_size > len(gpus):
+            raise EngineArgumentError(
+                f"tensor_parallel_size={tensor_parallel_size} needs {tensor_parallel_size} GPUs, but only "
+                f"{len(gpus)} visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        return
     from .precision import engine_runs_on_cpu
 
     if tensor_parallel_size > 1 and engine_runs_on_cpu():

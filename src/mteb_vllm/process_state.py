@@ -43,7 +43,9 @@ def _snapshot_rng() -> dict[str, Any]:
         import torch
 
         state["torch"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # is_initialized() only reads torch's flag; is_available() would initialise the CUDA driver here and
+        # make vLLM's fork of its engine processes fail (see mteb_vllm.gpu)
+        if torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -1,11 +1,11 @@
 """Task-level parallelism on one machine: K worker processes, each with its own engine on its own device.
 
 Why tasks and not batches: an MTEB run is dozens to hundreds of independent tasks, and an engine is most
-efficient when it owns its device. So each worker starts one engine (GPU: one device each, through
-``CUDA_VISIBLE_DEVICES``; CPU: disjoint core sets) and takes the next task from a shared queue, largest first,
-so the longest task never starts last. With ``endpoints`` a worker is only a driver against the fleet and
-pins nothing. All workers write one results folder; a worker that dies loses only the task it was on, which
-is reported, and the rerun (mteb's only-missing strategy) finishes it.
+efficient when it owns its device. So each worker starts one engine (GPU: ``tensor_parallel_size`` devices
+each, pinned through ``CUDA_VISIBLE_DEVICES``; CPU: disjoint core sets) and takes the next task from a shared
+queue, largest first, so the longest task never starts last. With ``endpoints`` a worker is only a driver
+against the fleet and pins nothing. All workers write one results folder; a worker that dies loses only the
+task it was on, which is reported, and the rerun (mteb's only-missing strategy) finishes it.
 """
 
 from __future__ import annotations
@@ -33,29 +33,63 @@ class WorkerPlan:
     cuda_device: str | None = None
 
 
-def plan_workers(count: int, *, endpoints: list[str] | None = None) -> list[WorkerPlan]:
-    """One plan per worker; refuses more workers than devices (GPUs, or CPU cores when there are no GPUs)."""
+def plan_workers(count: int, *, endpoints: list[str] | None = None, tensor_parallel_size: int = 1,
+                 dtype: str = "auto") -> list[WorkerPlan]:
+    """One plan per worker, checked against the machine before anything starts.
+
+    GPUs (found through NVML, without initialising CUDA here; :mod:`mteb_vllm.gpu`): each worker gets
+    ``tensor_parallel_size`` GPUs of its own, so ``count x tensor_parallel_size`` must not exceed the visible
+    GPUs; under ``dtype="auto"`` they must also give one precision (:mod:`mteb_vllm.precision`), since every
+    worker files its results where this process looks them up. Without GPUs: disjoint CPU core groups.
+    """
     if not isinstance(count, int) or count < 1:
         raise UsageError(f"--workers must be a positive integer, got {count!r}")
     if endpoints:
         return [WorkerPlan(i) for i in range(count)]
-    import torch
+    from .gpu import cuda_build, visible_gpus
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
-        if count > len(devices):
-            raise UsageError(f"--workers {count} needs one GPU each, but {len(devices)} are visible; use "
-                             f"--workers {len(devices)} (or --tensor-parallel-size for one model over several GPUs)")
-        return [WorkerPlan(i, cuda_device=devices[i]) for i in range(count)]
+    tp = max(1, int(tensor_parallel_size))
+    facts = visible_gpus() if cuda_build() else None
+    if facts is not None and facts.devices:
+        return _gpu_plans(count, tp, facts, dtype)
     from .hardware import available_cores, core_groups
 
     cores = available_cores()
-    if count > len(cores):
-        raise UsageError(f"--workers {count} needs at least one CPU core each, but this process may use "
-                         f"{len(cores)}; use --workers {len(cores)} or fewer")
+    if count * tp > len(cores):
+        per = f"{tp} cores" if tp > 1 else "at least one CPU core"
+        raise UsageError(f"--workers {count} needs {per} each, but this process may use "
+                         f"{len(cores)}; use --workers {max(1, len(cores) // tp)} or fewer")
     return [WorkerPlan(i, cores=tuple(group)) for i, group in enumerate(core_groups(count, cores))]
+
+
+def _gpu_plans(count: int, tp: int, facts: Any, dtype: str) -> list[WorkerPlan]:
+    from .precision import canonical, gpu_precision
+
+    devices = facts.devices
+    if count * tp > len(devices):
+        each = f"{tp} GPUs" if tp > 1 else "one GPU"
+        raise UsageError(f"--workers {count} needs {each} each ({count * tp} in all), but {len(devices)} are "
+                         f"visible; use --workers {max(1, len(devices) // tp)}"
+                         + (" (or a smaller --tensor-parallel-size)" if tp > 1 else
+                            " (or --tensor-parallel-size for one model over several GPUs)"))
+    groups = [devices[i * tp:(i + 1) * tp] for i in range(count)]
+    if canonical(dtype) == "auto":
+        chosen = {gpu_precision("auto", group).dtype: group[0] for group in groups}
+        if len(chosen) > 1:
+            kinds = ", ".join(f"{d.describe()}: {p}" for p, d in chosen.items())
+            raise UsageError(f"the workers' GPUs would compute in different precisions under --dtype auto ({kinds}); "
+                             "one run's results must come from one precision. Pass --dtype float16 (or float32), "
+                             "or pick GPUs of one kind with CUDA_VISIBLE_DEVICES")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entries = [e.strip() for e in visible.split(",")] if visible else None
+
+    def name(device: Any) -> str:
+        # a UUID names the device NVML measured whatever CUDA_DEVICE_ORDER says; else the parent's own entry
+        if facts.source == "nvml" and device.uuid:
+            return device.uuid
+        return entries[device.index] if entries else str(device.index)
+
+    return [WorkerPlan(i, cuda_device=",".join(name(d) for d in group)) for i, group in enumerate(groups)]
 
 
 def _die_with_parent(parent: int) -> None:

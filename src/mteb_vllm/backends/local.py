@@ -146,6 +146,7 @@ class LocalVllmBackend:
         self._reaper: Reaper | None = None
         self._ipc_dir: str | None = None
         self._dist_files: list[str] = []
+        self._config_tp = config.tensor_parallel_size
         model = check_model_exists(config.model)
         local = is_local_path(model)
         revision = None if local else (hub_commit(model, config.revision) or config.revision)
@@ -163,7 +164,7 @@ class LocalVllmBackend:
                 max_len = min(max_len, template.max_length)
         self.on_cpu = engine_runs_on_cpu()
         self._requested_dtype = config.dtype
-        self.precision = resolve_dtype(config.dtype, on_cpu=self.on_cpu)
+        self.precision = self._resolve_precision(config.dtype, model, revision, trust)
         self.config = dataclasses.replace(config, model=model, revision=revision, max_model_len=max_len,
                                           dtype=self.precision.dtype)
         self.model = model
@@ -171,6 +172,19 @@ class LocalVllmBackend:
         self.dtype = self.precision.dtype
         if not lazy or max_len is None:  # without a known context length, truncation needs the engine
             self.start()
+
+    def _resolve_precision(self, requested: str, model: str, revision: str | None, trust: bool):
+        """The precision policy (:mod:`mteb_vllm.precision`) for the devices this engine will use, known before
+        it starts (on a GPU from NVML, so CUDA is not initialised here)."""
+        devices = None
+        if not self.on_cpu:
+            from ..gpu import visible_gpus
+
+            devices = visible_gpus().devices[:self._config_tp]
+        from ..model_config import config_json
+
+        model_type = (config_json(model, revision) or {}).get("model_type") if not self.on_cpu else None
+        return resolve_dtype(requested, on_cpu=self.on_cpu, devices=devices, model_type=model_type)
 
     @property
     def started(self) -> bool:
@@ -225,7 +239,8 @@ class LocalVllmBackend:
         config.check_engine_kwargs({f.name for f in dataclasses.fields(vllm.EngineArgs)})
         if is_cpu_platform() != self.on_cpu:  # torch and vLLM disagree about the device: vLLM decides
             self.on_cpu = not self.on_cpu
-            self.precision = resolve_dtype(self._requested_dtype, on_cpu=self.on_cpu)
+            self.precision = self._resolve_precision(self._requested_dtype, config.model, config.revision,
+                                                     bool(config.trust_remote_code))
             self.dtype = self.precision.dtype
             config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
         env: dict[str, str] = {}
@@ -259,6 +274,22 @@ class LocalVllmBackend:
                 max_num_batched_tokens=batched,
                 max_num_seqs=config.max_num_seqs or CPU_MAX_NUM_SEQS,
             )
+        else:
+            from ..gpu import engine_memory_arguments, multiprocessing_environment, visible_gpus
+
+            env.update(multiprocessing_environment())  # no fork after CUDA was initialised here
+            if not server:  # a server owns its device: vLLM's own sizing (or the user's flags) applies there
+                memory = engine_memory_arguments(
+                    config.model, visible_gpus().devices, dtype=config.dtype, max_model_len=config.max_model_len,
+                    max_num_batched_tokens=config.max_num_batched_tokens,
+                    tensor_parallel_size=config.tensor_parallel_size,
+                    gpu_memory_utilization=config.gpu_memory_utilization,
+                    kv_cache_memory_bytes=config.engine_kwargs.get("kv_cache_memory_bytes"),
+                    trust_remote_code=bool(config.trust_remote_code), revision=config.revision)
+                if memory:
+                    config = dataclasses.replace(
+                        config, gpu_memory_utilization=memory["gpu_memory_utilization"],
+                        engine_kwargs={**config.engine_kwargs, "kv_cache_memory_bytes": memory["kv_cache_memory_bytes"]})
         return config.to_engine_args(), env
 
     def _model_settings(self, config: EngineConfig, *, server: bool) -> EngineConfig:
@@ -480,20 +511,24 @@ class LocalVllmBackend:
     def _pooling_params(inputs: list[TokenizedInput]):
         """Per-request params carrying BERT segment ids, or None when no input has a second segment.
 
-        vLLM does not read ``token_type_ids`` from a tokens prompt; its scoring path passes them to the
-        model as the position of the first type-1 token (``compressed_token_type_ids``), which is exact for
-        pair inputs (zeros, then ones). Without them a BERT cross-encoder scores every pair as one segment.
+        vLLM does not read ``token_type_ids`` from a tokens prompt; its scoring path hands them to the model
+        runner compressed by ``vllm.entrypoints.pooling.scoring.utils.compress_token_type_ids`` under
+        ``extra_kwargs["compressed_token_type_ids"]``. What that value is changed in vLLM 0.33: the position of
+        the first type-1 token before, a half-open ``(start, end)`` range of type-1 tokens from then on, and
+        each version's runners unpack only their own form (an int crashes 0.33's). So the value is built with
+        the installed vLLM's own helper, never by us. Without segment ids a BERT cross-encoder scores every
+        pair as one segment.
         """
-        firsts = [item.second_segment_start for item in inputs]
-        if all(f is None for f in firsts):
+        if all(item.second_segment_start is None for item in inputs):
             return None
         from vllm import PoolingParams
 
+        compress = _token_type_compressor()
         params = []
-        for first in firsts:
+        for item in inputs:
             p = PoolingParams()
-            if first is not None:
-                p.extra_kwargs = {"compressed_token_type_ids": first}
+            if item.second_segment_start is not None:
+                p.extra_kwargs = {"compressed_token_type_ids": compress(list(item.token_type_ids))}
             params.append(p)
         return params
 
@@ -668,6 +703,20 @@ def _forget_engines_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_engines_in_child)
+def _token_type_compressor():
+    """vLLM's own ``compress_token_type_ids`` (at this path in 0.26-0.34), or an error that names the version."""
+    try:
+        from vllm.entrypoints.pooling.scoring.utils import compress_token_type_ids
+    except ImportError as exc:
+        raise EngineStartError(
+            f"this vLLM ({_vllm_version()}) has no vllm.entrypoints.pooling.scoring.utils.compress_token_type_ids, "
+            "which BERT-style cross-encoders need for their segment ids; install a vLLM in the range mteb-vllm "
+            f"supports: {_SUPPORTED_VLLM}") from exc
+    return compress_token_type_ids
+
+
+#: The vLLM releases this package is tested against (pyproject.toml's gpu extra).
+_SUPPORTED_VLLM = 'pip install "vllm>=0.30,<0.35"'
 
 
 #: Unix socket paths hold at most 107 bytes (sun_path); vLLM appends "/<uuid4>" (37) to its base folder.

@@ -21,7 +21,7 @@ from typing import Any
 from .common import EXIT_ERROR, EXIT_USAGE
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "rerank", "parity", "bench", "results", "cache", "serve")
+COMMANDS = ("run", "rerank", "parity", "bench", "results", "cache", "serve", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,7 @@ def engine_parser(default_dtype: str = "auto") -> argparse.ArgumentParser:
     g = p.add_argument_group("engine")
     g.add_argument("--dtype", default=default_dtype, choices=["auto", "float32", "bfloat16", "float16"],
                    help="compute precision (auto: bfloat16 on CPUs with native bf16, else float32; "
-                        f"on GPU vLLM's choice; default {default_dtype})")
+                        f"on GPUs bfloat16 from compute capability 8.0, else float16; default {default_dtype})")
     g.add_argument("--max-model-len", type=int, help="context length; longer inputs are truncated and counted")
     g.add_argument("--max-num-seqs", type=int)
     g.add_argument("--max-num-batched-tokens", type=int)

@@ -74,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         index, count = parse_shard(args.shard)
         total, tasks = len(tasks), shard_tasks(tasks, index, count)
         print(f"shard {index}/{count}: {len(tasks)} of {total} task(s)", flush=True)
-    plans = plan_workers(args.workers, endpoints=args.endpoints) if args.workers != 1 else None
+    plans = plan_workers(args.workers, endpoints=args.endpoints, tensor_parallel_size=args.tensor_parallel_size,
+                         dtype=args.dtype) if args.workers != 1 else None
     output = check_writable_folder(args.output_folder)
     check_engine_fit(args.tensor_parallel_size, args.endpoints)
     kwargs = engine_kwargs(args)
