@@ -25,10 +25,10 @@ NEWEST = fake_vllm.versions()[-1]
 class _NoReaper:
     """The reaper's sidecar is not the subject here; its folder is removed as the real one does."""
 
-    def __init__(self, ipc_dir=None):
+    def __init__(self, ipc_dir=None, **kwargs):
         self.ipc_dir = ipc_dir
 
-    def watch(self, pids):
+    def watch(self, pids, files=None):
         pass
 
     def release(self):

@@ -61,12 +61,12 @@ def test_the_compat_tier_runs_installable_releases_inside_the_range():
 
 
 def _pair_inputs(minilm_path):
+    from mteb_vllm.backends.base import TokenizedInput
     from mteb_vllm.model_config import load_tokenizer
-    from mteb_vllm.tokenizing import tokenize_pairs
 
     tokenizer = load_tokenizer(minilm_path)
-    inputs, _ = tokenize_pairs(tokenizer, ["which river is longest", "a"], ["the nile is long", "b c d"], 128)
-    return inputs
+    encoded = tokenizer(["which river is longest", "a"], ["the nile is long", "b c d"])
+    return [TokenizedInput(ids, types) for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

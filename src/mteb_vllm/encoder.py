@@ -159,7 +159,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
         from mteb.types import PromptType
 
-        task = MockRetrievalTask().metadata
+        task = MockRetrievalTask.metadata  # the class attribute: an instance would seed the RNGs
         try:
             for side in (PromptType.query, PromptType.document):
                 prompt = self.resolve_prompt(task, side)

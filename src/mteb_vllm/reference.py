@@ -142,7 +142,9 @@ def build_reference(meta: ModelMeta | None, model_path: str, revision: str | Non
         # A class, not a function: loaders and mteb check isinstance(model, CrossEncoder) against the patched name.
         class StandIn(cls):  # type: ignore[misc, valid-type]
             def __init__(self, model_name_or_path: Any = None, *args: Any, **kwargs: Any):
-                kwargs.pop("device", None)  # our modules run on the CPU; the transformer runs where vLLM runs
+                # Our modules run on the CPU (the transformer runs where vLLM runs). Saying so also keeps
+                # sentence-transformers from probing CUDA, which would initialise it in the engine's process.
+                kwargs["device"] = "cpu"
                 if model_name_or_path not in (None, name, model_path):
                     raise UnsupportedModelError(
                         f"{name}: mteb's loader builds {model_name_or_path!r}, not the model itself; mteb-vllm "
@@ -155,7 +157,6 @@ def build_reference(meta: ModelMeta | None, model_path: str, revision: str | Non
                     model_kwargs = dict(kwargs.get("model_kwargs") or {})
                     model_kwargs.pop("torch_dtype", None)
                     kwargs["model_kwargs"] = {**model_kwargs, "dtype": torch.float32}
-                    kwargs["device"] = "cpu"
                 super().__init__(model_path, *args, **kwargs)
                 built.append(self)
 
