@@ -70,6 +70,11 @@ def zoo_texts() -> tuple[str, ...]:
     return tuple(dict.fromkeys(sentences() + edge + (long_text(),)))
 
 
+def medium_text() -> str:
+    """The demo passages joined once: 517 WordPiece tokens, just over 512."""
+    return " ".join(d["text"] for d in _demo_rows("corpus.jsonl"))
+
+
 def long_text() -> str:
     return " ".join([d["text"] for d in _demo_rows("corpus.jsonl")] * 3)
 
@@ -241,6 +246,9 @@ def mistral_sentencepiece(dst: Path, *, add_eos: bool, model_max_length: int,
     if add_eos:
         tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
             single="<s> $A </s>", pair="<s> $A </s> <s> $B </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    else:  # what transformers 5 converts Mistral's tokenizer.model to, with add_bos_token on
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
     tok.pad_token = "</s>"
     tok.model_max_length = model_max_length
     tok.save_pretrained(dst)
@@ -318,14 +326,19 @@ _MODE_FLAG = {"cls": "cls_token", "mean": "mean_tokens", "max": "max_tokens",
               "lasttoken": "lasttoken"}
 
 
-def as_st53_layout(folder: Path, *, max_seq_length: int, do_lower_case: bool) -> None:
+def as_st53_layout(folder: Path, *, max_seq_length: int, do_lower_case: bool, version: str = "5.3.0",
+                   tokenizer_max_length: Any = "same") -> None:
     """Rewrite a sentence-transformers 6.3 save into the files 5.3 writes for the same modules (measured with the
     5.3.0 wheel, /work/survey/st_vllm.md §A1): module types under ``sentence_transformers.models``,
     ``sentence_bert_config.json`` = {max_seq_length, do_lower_case}, legacy ``pooling_mode_*`` booleans, Dense
     configs without module names, an empty Normalize folder, ``model_max_length`` = max_seq_length in
     tokenizer_config.json (5.3 hands max_seq_length to the tokenizer), and the 5.3 version stamp. 5.3 lower-cases
     in ``Transformer.tokenize`` (``str.lower``), so ``do_lower_case`` lives only in sentence_bert_config.json and
-    tokenizer.json keeps its own normalizer."""
+    tokenizer.json keeps its own normalizer.
+
+    Older releases (2.x-5.2, which wrote most checkpoints on the hub) wrote the same files; ``version`` stamps
+    theirs, and ``tokenizer_max_length`` keeps the tokenizer's own limit (an int to write, None to leave it) where
+    a repo's tokenizer_config.json says something else than max_seq_length (all-MiniLM-L6-v2: 512 vs 256)."""
     modules = json.loads((folder / "modules.json").read_text())
     for entry in modules:
         entry["type"] = _ST53_TYPES[entry["type"]]
@@ -347,9 +360,11 @@ def as_st53_layout(folder: Path, *, max_seq_length: int, do_lower_case: bool) ->
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": do_lower_case}, indent=4))
-    _edit_json(folder / "tokenizer_config.json", model_max_length=max_seq_length)
+    if tokenizer_max_length is not None:
+        _edit_json(folder / "tokenizer_config.json",
+                   model_max_length=max_seq_length if tokenizer_max_length == "same" else tokenizer_max_length)
     _edit_json(folder / "config_sentence_transformers.json",
-               __version__={"sentence_transformers": "5.3.0", "transformers": _version("transformers"),
+               __version__={"sentence_transformers": version, "transformers": _version("transformers"),
                             "pytorch": _version("torch")})
 
 
