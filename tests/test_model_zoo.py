@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import pytest
-from model_zoo import SETUPS, SETUPS_BY_ID, build, zoo_texts
+from model_zoo import SETUPS, SETUPS_BY_ID, _act, build, zoo_texts
 from zoo_checks import (
     MAX_MAIN_SCORE_DELTA,
     MAX_NORM_ERROR,
@@ -349,3 +349,67 @@ def _qwen3_reranker_reference(path, queries, docs):
     return np.asarray(reference.predict(text_loader(queries), text_loader(docs),
                                         task_metadata=MockRerankingTask().metadata, hf_split="test",
                                         hf_subset="default", batch_size=4, show_progress_bar=False), dtype=np.float64)
+
+
+# --- the hand-written 5.3 layout against the real release -------------------------------------------------------
+ST53_SAVE = '''
+import sys, torch
+from sentence_transformers import SentenceTransformer, CrossEncoder, __version__, models
+assert __version__ == "5.3.0", __version__
+hf, ce_hf, out, ce_out = sys.argv[1:5]
+modules = [models.Transformer(hf, max_seq_length=16, do_lower_case=False), models.Pooling(64, pooling_mode="mean"),
+           models.Dense(64, 32, activation_function=torch.nn.GELU()), models.Normalize()]
+SentenceTransformer(modules=modules, device="cpu").save(out)
+CrossEncoder(ce_hf, device="cpu", activation_fn=torch.nn.Identity()).save(ce_out)
+'''
+
+
+def _st53_package():
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("MTEB_VLLM_ST53_PATH", "/tmp/survey-st/st5.3.0"))
+    return path if (path / "sentence_transformers" / "__init__.py").exists() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_st53_package() is None, reason="needs sentence-transformers 5.3.0 unpacked (MTEB_VLLM_ST53_PATH; "
+                    "`pip download sentence-transformers==5.3.0 --no-deps` and unzip the wheel)")
+def test_the_st53_layout_is_what_sentence_transformers_5_3_writes(tmp_path):
+    """as_st53_layout (used by the bert-st53-* setups and the registry stand-ins) against a real 5.3.0 save of the
+    same modules, written in a subprocess that imports the 5.3.0 package."""
+    import os
+    import subprocess
+    import sys
+
+    from model_zoo import _hf_then_st, _pool, as_st53_layout, bert_hf
+
+    hf, ce_hf = bert_hf(tmp_path / "hf", seed=1), bert_hf(tmp_path / "ce_hf", seed=2, head="classifier")
+    real, real_ce = tmp_path / "real", tmp_path / "real_ce"
+    env = {**os.environ, "PYTHONPATH": f"{_st53_package()}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-c", ST53_SAVE, str(hf), str(ce_hf), str(real), str(real_ce)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    _hf_then_st(lambda d: bert_hf(d, seed=1), _pool("mean", dense=((32, _act("GELU")(), True),)))(ours)
+    as_st53_layout(ours, max_seq_length=16, do_lower_case=False)
+    for name in ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "2_Dense/config.json"):
+        assert _json(ours / name) == _json(real / name), name
+    assert sorted(p.name for p in (ours / "3_Normalize").iterdir()) == sorted(
+        p.name for p in (real / "3_Normalize").iterdir()) == []
+    drop = {"__version__"}
+    assert {k: v for k, v in _json(ours / "config_sentence_transformers.json").items() if k not in drop} == {
+        k: v for k, v in _json(real / "config_sentence_transformers.json").items() if k not in drop}
+    assert _json(ours / "config_sentence_transformers.json")["__version__"]["sentence_transformers"] == "5.3.0"
+    assert _json(ours / "tokenizer_config.json")["model_max_length"] == _json(real / "tokenizer_config.json")[
+        "model_max_length"] == 16
+    # a cross-encoder: a plain Hugging Face folder, the activation in config.json
+    assert not (real_ce / "modules.json").exists()
+    from model_zoo import _cross_encoder_st53
+
+    ours_ce = tmp_path / "ours_ce"
+    ours_ce.mkdir()
+    _cross_encoder_st53(lambda d: bert_hf(d, seed=2, head="classifier"), "torch.nn.modules.linear.Identity")(ours_ce)
+    assert _json(ours_ce / "config.json")["sentence_transformers"] == _json(real_ce / "config.json")[
+        "sentence_transformers"]
