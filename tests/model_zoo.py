@@ -264,8 +264,26 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _randomize_norms(model: Any) -> None:
+    """Give every normalisation layer a random scale and shift, as trained checkpoints have. Freshly initialised
+    ones (scale 1, shift 0) make a BERT's outputs zero-mean per row, which hides any step that centres vectors
+    (a LayerNorm after pooling, nomic's loader's layer_norm): cosine cannot tell such a step from none."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if "norm" not in type(module).__name__.lower() and not name.split(".")[-1].lower().endswith("norm"):
+                continue
+            weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+            if isinstance(weight, torch.nn.Parameter):
+                weight.uniform_(0.6, 1.4)
+            if isinstance(bias, torch.nn.Parameter):
+                bias.uniform_(-0.3, 0.3)
+
+
 def _save_hf(model: Any, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
+    _randomize_norms(model)
     model.eval().save_pretrained(dst)
     return dst
 
@@ -746,7 +764,7 @@ SETUPS: tuple[Setup, ...] = (
     Setup("llama-last", "Llama decoder (byte-level BPE, <|begin_of_text|> … <|end_of_text|>), last token",
           ("Llama-3-based embedders",), _hf_then_st(_decoder("llama", 33), _pool("lasttoken"))),
     Setup("qwen2-is-causal-false", "Qwen2 decoder whose config.json says is_causal: false (gte-Qwen2's repos "
-          "since 2025-03) loaded without remote code: transformers runs it causal", ("Alibaba-NLP/gte-Qwen2-7B-instruct",),
+          "since 2025-03): bidirectional in transformers 5 and in vLLM", ("Alibaba-NLP/gte-Qwen2-7B-instruct",),
           _hf_then_st(_decoder("qwen2", 34), _pool("lasttoken"),
                       then=lambda d: _edit_json(d / "config.json", is_causal=False))),
     Setup("gemma3-bidirectional-2dense", "Gemma3 bidirectional encoder, mean pooling + Dense + Dense (Identity, no "
