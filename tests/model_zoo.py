@@ -281,9 +281,10 @@ def _randomize_norms(model: Any) -> None:
                 bias.uniform_(-0.3, 0.3)
 
 
-def _save_hf(model: Any, dst: Path) -> Path:
+def _save_hf(model: Any, dst: Path, *, randomize: bool = True) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
-    _randomize_norms(model)
+    if randomize:
+        _randomize_norms(model)
     model.eval().save_pretrained(dst)
     return dst
 
@@ -394,9 +395,11 @@ def _version(dist: str) -> str:
 
 # --- base models ---------------------------------------------------------------------------------------------
 def bert_hf(dst: Path, *, seed: int, cased: bool = False, model_max_length: int | None = None,
-            max_position_embeddings: int = 512, head: str | None = None, num_labels: int = 1) -> Path:
+            max_position_embeddings: int = 512, head: str | None = None, num_labels: int = 1,
+            output_shift: float = 0.0) -> Path:
     """A tiny BERT (hidden 64, 2 layers, 2 heads of 32) with MiniLM's WordPiece files; ``head="classifier"``
-    gives a BertForSequenceClassification with ``num_labels``."""
+    gives a BertForSequenceClassification with ``num_labels``. ``output_shift`` is added to the last layer's
+    LayerNorm shift, so every token vector gets a large common offset (rows far from zero-mean)."""
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     config = BertConfig(vocab_size=WORDPIECE_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -404,7 +407,13 @@ def bert_hf(dst: Path, *, seed: int, cased: bool = False, model_max_length: int 
                         initializer_range=0.1, num_labels=num_labels)
     _seed(seed)
     model = BertForSequenceClassification(config) if head == "classifier" else BertModel(config)
-    _save_hf(model, dst)
+    _randomize_norms(model)
+    if output_shift:
+        import torch
+
+        with torch.no_grad():
+            model.encoder.layer[-1].output.LayerNorm.bias.add_(output_shift)
+    _save_hf(model, dst, randomize=False)
     wordpiece(dst, cased=cased, model_max_length=model_max_length)
     return dst
 

@@ -205,18 +205,20 @@ def _embeddinggemma(dst: Path) -> None:
 
 def _bert_repo(dst: Path, *, seed: int, mode: str, normalize: bool, max_seq_length: int, do_lower_case: bool,
                positions: int, version: str, tokenizer_max_length: int,
-               st_config: dict[str, Any] | None = None) -> None:
+               st_config: dict[str, Any] | None = None, output_shift: float = 0.0) -> None:
     with _scratch() as tmp:
         hf = zoo.bert_hf(Path(tmp) / "hf", seed=seed, max_position_embeddings=positions,
-                         model_max_length=tokenizer_max_length)
+                         model_max_length=tokenizer_max_length, output_shift=output_shift)
         _st_repo(dst, hf, pool(mode, normalize=normalize), seed=seed + 1, max_seq_length=max_seq_length,
                  do_lower_case=do_lower_case, version=version, tokenizer_max_length=tokenizer_max_length,
                  st_config=st_config)
 
 
 def _nomic_v15(dst: Path) -> None:
+    # output_shift: vectors far from zero-mean per row, as trained ones are, so that the loader's layer_norm
+    # (which centres each row) changes cosines measurably
     _bert_repo(dst, seed=260, mode="mean", normalize=False, max_seq_length=8192, do_lower_case=False,
-               positions=8192, version="2.4.0.dev0", tokenizer_max_length=512, st_config={"prompts": {
+               positions=8192, version="2.4.0.dev0", tokenizer_max_length=512, output_shift=1.0, st_config={"prompts": {
                    "search_query": "search_query: ", "search_document": "search_document: ",
                    "classification": "classification: ", "clustering": "clustering: "}, "default_prompt_name": None})
 
