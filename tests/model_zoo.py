@@ -835,6 +835,22 @@ def default_root() -> Path:
     return base / fingerprint()
 
 
+STALE_SECONDS = 24 * 3600
+
+
+@functools.lru_cache(maxsize=None)
+def prune_stale_roots(root: Path) -> None:
+    """Remove builds of other fingerprints untouched for a day (about 0.4 GB each). A younger one may belong to
+    another checkout's run in progress, so it stays."""
+    import time
+
+    if not root.parent.is_dir():
+        return
+    for sibling in root.parent.iterdir():
+        if sibling != root and sibling.is_dir() and time.time() - sibling.stat().st_mtime > STALE_SECONDS:
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 def build(setup: Setup | str, root: Path | None = None) -> Path:
     """The setup's folder, built on first use (into a scratch folder moved in place, so an interrupted build is
     never mistaken for a finished one)."""
@@ -842,8 +858,10 @@ def build(setup: Setup | str, root: Path | None = None) -> Path:
     root = Path(root) if root is not None else default_root()
     folder = root / setup.id
     if (folder / ".zoo-complete").exists():
+        os.utime(root)  # in use: prune_stale_roots of another checkout leaves it alone
         return folder
     root.mkdir(parents=True, exist_ok=True)
+    prune_stale_roots(root)
     scratch = Path(tempfile.mkdtemp(prefix=f".{setup.id}-", dir=root))
     try:
         target = scratch / "model"

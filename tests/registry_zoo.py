@@ -19,6 +19,7 @@ gte-Qwen2's adds no EOS unless the loader's ``add_eos_token=True`` asks for it; 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -330,6 +331,8 @@ def build_hub_cache(root: Path | None = None, names: tuple[str, ...] | None = No
     root = Path(root) if root is not None else zoo.default_root()
     hub = root / "hub"
     hub.mkdir(parents=True, exist_ok=True)
+    os.utime(root)  # in use (see model_zoo.prune_stale_roots)
+    zoo.prune_stale_roots(root)
     for model in REGISTRY:
         if names is not None and model.name not in names:
             continue
