@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -556,7 +556,6 @@ class Setup:
     reason: str = ""
     reference: str = "sentence-transformers"
     prompted: bool = False
-    wrapper_kwargs: tuple[tuple[str, Any], ...] = field(default=())
 
 
 def _hf_then_st(hf: Callable[[Path], Path], modules: Callable[[int], list[Any]], *, seed: int = 100,

@@ -254,6 +254,9 @@ def reference_token_ids(st_model: Any, texts: list[str], prompt: str | None = No
 
 def describe_difference(ours: set[tuple[int, ...]], ref: set[tuple[int, ...]], limit: int = 2) -> str:
     """A short account of how two sets of token-id rows differ (for assertion messages and outcomes)."""
+    if not ours:
+        return ("no input reached Backend.pool: if the wrapper now feeds the engine some other way, move the "
+                "suite's spies (zoo_checks.SpyBackend, recorded_pool_inputs) to that seam")
     missing, extra = sorted(ref - ours, key=len), sorted(ours - ref, key=len)
     parts = [f"{len(missing)} reference rows not sent, {len(extra)} rows sent that the reference never saw"]
     for row in missing[:limit]:
