@@ -366,7 +366,8 @@ def as_st53_layout(folder: Path, *, max_seq_length: int, do_lower_case: bool, ve
             cfg = json.loads((sub / "config.json").read_text())
             modes = cfg["pooling_mode"] if isinstance(cfg["pooling_mode"], list) else [cfg["pooling_mode"]]
             legacy: dict[str, Any] = {"word_embedding_dimension": cfg["embedding_dimension"]}
-            legacy.update({f"pooling_mode_{flag}": any(_MODE_FLAG[m] == flag for m in modes) for flag in _POOLING_FLAGS})
+            legacy.update({f"pooling_mode_{flag}": any(_MODE_FLAG[m] == flag for m in modes)
+                           for flag in _POOLING_FLAGS})
             legacy["include_prompt"] = cfg["include_prompt"]
             (sub / "config.json").write_text(json.dumps(legacy, indent=4))
         elif entry["type"].endswith("Dense"):
@@ -474,6 +475,60 @@ def mpnet_hf(dst: Path, *, seed: int) -> Path:
                          initializer_range=0.1)
     _seed(seed)
     _save_hf(MPNetModel(config), dst)
+    wordpiece(dst, model_max_length=512)
+    return dst
+
+
+def distilbert_hf(dst: Path, *, seed: int) -> Path:
+    """A tiny DistilBERT (distiluse / msmarco-distilbert's architecture) with MiniLM's WordPiece files."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    config = DistilBertConfig(vocab_size=WORDPIECE_VOCAB, dim=64, hidden_dim=128, n_layers=2, n_heads=2,
+                              max_position_embeddings=512, initializer_range=0.1, pad_token_id=PAD_ID)
+    _seed(seed)
+    _save_hf(DistilBertModel(config), dst)
+    wordpiece(dst, model_max_length=512)
+    return dst
+
+
+def t5_encoder_hf(dst: Path, *, seed: int) -> Path:
+    """A tiny T5 encoder (sentence-t5 / gtr-t5's architecture: relative position buckets, RMS norms) with
+    MiniLM's WordPiece files (the ids matter, not T5's own vocabulary)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=WORDPIECE_VOCAB, d_model=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+                      relative_attention_num_buckets=32, relative_attention_max_distance=128, pad_token_id=PAD_ID,
+                      eos_token_id=SEP_ID, initializer_factor=1.0)
+    _seed(seed)
+    _save_hf(T5EncoderModel(config), dst)
+    wordpiece(dst, model_max_length=512)
+    return dst
+
+
+def camembert_hf(dst: Path, *, seed: int) -> Path:
+    """A tiny CamemBERT: RoBERTa's architecture under another model_type (positions offset by the pad id), with
+    the zoo's SentencePiece-style Unigram tokenizer (XLM-R's specials; CamemBERT's own ids do not matter here)."""
+    from transformers import CamembertConfig, CamembertModel
+
+    dst.mkdir(parents=True, exist_ok=True)
+    vocab = xlmr_unigram(dst, model_max_length=512)
+    config = CamembertConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=2, max_position_embeddings=514, pad_token_id=1, bos_token_id=0,
+                             eos_token_id=2, initializer_range=0.1)
+    _seed(seed)
+    _save_hf(CamembertModel(config, add_pooling_layer=False), dst)
+    return dst
+
+
+def debertav2_classifier_hf(dst: Path, *, seed: int) -> Path:
+    """A tiny DeBERTa-v2 sequence classifier (mxbai-rerank-*-v1's architecture) with MiniLM's WordPiece files."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    config = DebertaV2Config(vocab_size=WORDPIECE_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=2, max_position_embeddings=512, num_labels=1, pad_token_id=PAD_ID,
+                             initializer_range=0.1)
+    _seed(seed)
+    _save_hf(DebertaV2ForSequenceClassification(config), dst)
     wordpiece(dst, model_max_length=512)
     return dst
 
@@ -718,10 +773,12 @@ SETUPS: tuple[Setup, ...] = (
           ("old ST 2.x checkpoints with a Dense layer",),
           _hf_then_st(_bert(9), _pool("mean", dense=((32, TANH, True),)), then=_drop_dense_activation)),
     Setup("bert-dense-softplus", "Dense with an activation vLLM's projector does not know (Softplus)",
-          ("custom fine-tunes with a Dense head",), _hf_then_st(_bert(10), _pool("mean", dense=((32, SOFTPLUS, True),)))),
+          ("custom fine-tunes with a Dense head",),
+          _hf_then_st(_bert(10), _pool("mean", dense=((32, SOFTPLUS, True),)))),
     Setup("bert-pool-max", "max pooling", ("sentence-transformers/average_word_embeddings-style max pooling",),
           _hf_then_st(_bert(11), _pool("max"))),
-    Setup("bert-pool-weightedmean", "weighted-mean pooling (position weights)", ("Muennighoff/SGPT-125M-weightedmean-nli",),
+    Setup("bert-pool-weightedmean", "weighted-mean pooling (position weights)",
+          ("Muennighoff/SGPT-125M-weightedmean-nli",),
           _hf_then_st(_bert(12), _pool("weightedmean"))),
     Setup("bert-pool-mean-sqrt-len", "mean_sqrt_len_tokens pooling, no Normalize (vLLM reads it as MEAN)",
           ("sentence-transformers/average_word_embeddings-style sqrt pooling",),
@@ -753,6 +810,21 @@ SETUPS: tuple[Setup, ...] = (
           ("nomic-ai/modernbert-embed-base",), _hf_then_st(lambda d: modernbert_hf(d, seed=24), _pool("mean"))),
     Setup("modernbert-cls", "ModernBERT, CLS pooling", ("Alibaba-NLP/gte-modernbert-base",),
           _hf_then_st(lambda d: modernbert_hf(d, seed=25), _pool("cls"))),
+    Setup("distilbert-mean-dense", "DistilBERT, mean pooling + Dense(Tanh), no Normalize",
+          ("sentence-transformers/distiluse-base-multilingual-cased-v2",
+           "sentence-transformers/msmarco-distilbert-base-v4"),
+          _hf_then_st(lambda d: distilbert_hf(d, seed=27), _pool("mean", normalize=False, dense=((32, TANH, True),))),
+          expected="refused", reason="vLLM 0.32 has no DistilBERT model; its Transformers backend fails at the start "
+          "(DistilBERT's attention does not dispatch through the Transformers attention interface)"),
+    Setup("t5-encoder-mean-dense", "T5 encoder, mean pooling + Dense(Identity, no bias) + Normalize",
+          ("sentence-transformers/sentence-t5-base", "sentence-transformers/gtr-t5-base"),
+          _hf_then_st(lambda d: t5_encoder_hf(d, seed=28), _pool("mean", dense=((64, IDENTITY, False),))),
+          expected="refused", reason="vLLM 0.32 has no T5 encoder model; its Transformers backend fails at the start "
+          "(T5Stack.forward takes no position_ids)"),
+    Setup("camembert-mean", "CamemBERT (RoBERTa under another model_type), mean + Normalize; vLLM's Transformers "
+          "backend runs it with 0-based positions (1 − cos 0.11), its native XLM-R model reproduces it",
+          ("dangvantuan/sentence-camembert-base", "Lajavaness/sentence-camembert-large"),
+          _hf_then_st(lambda d: camembert_hf(d, seed=29), _pool("mean"))),
     Setup("mpnet-mean", "MPNet, mean pooling + Normalize", ("sentence-transformers/all-mpnet-base-v2",),
           _hf_then_st(lambda d: mpnet_hf(d, seed=26), _pool("mean")), expected="refused",
           reason="vLLM 0.32 has no MPNet model and its Transformers backend rejects MPNetModel"),
@@ -801,11 +873,17 @@ SETUPS: tuple[Setup, ...] = (
     Setup("ce-bert-regression", "BERT cross-encoder with problem_type regression in config.json (ST ignores it: "
           "Sigmoid)", ("cross-encoder/stsb-distilroberta-base-style regression heads",),
           _cross_encoder(_bert(46, head="classifier"), then=_set_problem_type_regression), kind="cross-encoder"),
-    Setup("ce-xlmr-1label", "XLM-R cross-encoder, transformers-5 config", ("BAAI/bge-reranker-v2-m3", "BAAI/bge-reranker-base"),
+    Setup("ce-xlmr-1label", "XLM-R cross-encoder, transformers-5 config",
+          ("BAAI/bge-reranker-v2-m3", "BAAI/bge-reranker-base"),
           _cross_encoder(lambda d: roberta_hf(d, seed=47, xlmr=True, head="classifier")), kind="cross-encoder"),
     Setup("ce-modernbert-1label", "ModernBERT cross-encoder", ("Alibaba-NLP/gte-reranker-modernbert-base",
                                                                 "ettin rerankers"),
           _cross_encoder(lambda d: modernbert_hf(d, seed=48, head="classifier")), kind="cross-encoder"),
+    Setup("ce-debertav2-1label", "DeBERTa-v2 cross-encoder", ("mixedbread-ai/mxbai-rerank-base-v1",
+                                                               "mixedbread-ai/mxbai-rerank-xsmall-v1"),
+          _cross_encoder(lambda d: debertav2_classifier_hf(d, seed=49)), kind="cross-encoder", expected="refused",
+          reason="vLLM 0.32 has no DeBERTa-v2 model and its Transformers backend rejects "
+                 "DebertaV2ForSequenceClassification"),
     Setup("qwen3-llm-reranker", "Qwen3 causal LM scored from yes/no logits with mteb's Qwen3-Reranker template",
           ("Qwen/Qwen3-Reranker-0.6B",), _qwen3_reranker, kind="cross-encoder", reference="mteb-qwen3-reranker"),
 )

@@ -22,7 +22,7 @@ import numpy as np
 OUTCOMES_ENV = "MTEB_VLLM_ZOO_OUTCOMES"
 
 MAX_ONE_MINUS_COS = 1e-5
-MAX_NORM_ERROR = 1e-5  # |‖ours‖ / ‖reference‖ − 1|: cosine alone cannot see a per-row scale (mean vs sqrt pooling)
+MAX_NORM_ERROR = 1e-5  # |‖ours‖ / ‖reference‖ − 1|: cosine cannot see a per-row scale (mean vs sqrt pooling)
 MAX_MAIN_SCORE_DELTA = 1e-4
 MAX_SCORE_DELTA = 1e-5  # cross-encoder scores, with the saved activation
 
