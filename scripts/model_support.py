@@ -50,6 +50,8 @@ def describe(outcome: dict | None, kind: str = "encoder") -> str:
         return "not measured"
     result = outcome.get("result", "error")
     reason = str(outcome.get("reason", "")).replace("|", "\\|").replace("\n", " ")
+    if len(reason) > 200:  # the full reason stays in the outcomes file
+        reason = reason[:199] + "…"
     if result == "refused":
         return f"refused: {reason}"
     if result != "exact":
