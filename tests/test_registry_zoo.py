@@ -44,6 +44,12 @@ def _names(entries):
     return [m.name for m in entries]
 
 
+@pytest.fixture
+def session_engine(minilm_encoder):
+    """The session's shared MiniLM engine kept up (see test_model_zoo.session_engine: cheaper closes)."""
+    return minilm_encoder
+
+
 @pytest.fixture(scope="module")
 def hub():
     return build_hub_cache()
@@ -167,7 +173,7 @@ def test_refused_before_any_engine_starts(entry, offline_hub):
 
 @pytest.mark.engine
 @pytest.mark.parametrize("entry", EXACT, ids=_names(EXACT))
-def test_registry_model_scores_as_mteb_get_model(entry, offline_hub):
+def test_registry_model_scores_as_mteb_get_model(entry, session_engine, offline_hub):
     from mteb_vllm import VllmEncoderWrapper
 
     reference = _reference(entry.name)
