@@ -857,8 +857,9 @@ SETUPS: tuple[Setup, ...] = (
     Setup("ce-bert-maxlen32", "BERT cross-encoder saved with max_length 32 (only in tokenizer_config.json)",
           ("cross-encoder/ms-marco-TinyBERT-L2-v2 saved with a max_length",),
           _cross_encoder(_bert(41, head="classifier"), max_length=32), kind="cross-encoder"),
-    Setup("ce-bert-2label", "BERT cross-encoder, 2 labels, ST default activation (Identity: raw logits); the "
-          "score is predict()'s last column", ("cross-encoder/nli-deberta-v3-style 2-label heads",),
+    Setup("ce-bert-2label", "BERT cross-encoder, 2 labels, ST default activation (Identity: raw logits); no "
+          "reference score exists (mteb and CrossEncoder.rank refuse two labels): scored as P(relevant), the softmax "
+          "of predict()'s logits", ("cross-encoder/nli-deberta-v3-style 2-label heads",),
           _cross_encoder(_bert(42, head="classifier", num_labels=2)), kind="cross-encoder"),
     Setup("ce-bert-2label-softmax", "BERT cross-encoder, 2 labels, Softmax saved (score = P(last label))",
           ("2-label rerankers saved with activation_fn=Softmax",),

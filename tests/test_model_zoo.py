@@ -327,8 +327,11 @@ def test_cross_encoder_setup_equals_reference(setup, session_engine):
     with outcome.recording():
         with VllmCrossEncoderWrapper(str(path), dtype="float32", **kwargs) as ours:
             scores = np.asarray(ours.score_pairs(queries, docs), dtype=np.float64)
-        if ref.ndim == 2 and scores.ndim == 1:
-            ref = ref[:, -1]  # a two-label head: the score is predict()'s last column, with the saved activation
+        if ref.ndim == 2 and scores.ndim == 1:  # a two-label head: P(relevant), from raw logits or a saved Softmax
+            import torch
+
+            ref = ref if np.allclose(ref.sum(axis=1), 1.0) else torch.softmax(torch.from_numpy(ref), dim=1).numpy()
+            ref = ref[:, -1]
         if scores.shape != ref.shape:
             outcome.set(result="differs", reason=f"shape {scores.shape} vs {ref.shape}")
             pytest.fail(f"{setup.id}: scores of shape {scores.shape}, the reference's {ref.shape}")

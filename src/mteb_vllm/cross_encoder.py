@@ -122,12 +122,33 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         self._reference = reference
         self._st = reference.st
         self._st.engine = self._score_rows
+        self._softmax_two_labels = self._relevance_rule(reference.st)
         if self._query_prefix_arg is None:
             self.query_prefix = reference.model.query_prefix or ""
         if self._document_prefix_arg is None:
             self.document_prefix = reference.model.passage_prefix or ""
         if self.config.max_model_len is not None:
             self._st.max_length = self.config.max_model_len
+
+    def _relevance_rule(self, st: Any) -> bool:
+        """How a relevance score comes out of ``CrossEncoder.predict``: one label, its output as it is (the saved
+        activation applied). Two labels ([not relevant, relevant]) have no reference score (mteb's reranking
+        fails on two numbers per pair, and ``CrossEncoder.rank`` refuses them), so mteb-vllm scores P(relevant):
+        the softmax of the raw logits (activation Identity, the default), or the saved Softmax's second column.
+        Any other head is refused here, before an engine starts. Returns whether predict must apply the softmax."""
+        import torch
+
+        from .errors import UnsupportedModelError
+
+        labels, activation = int(st.num_labels), st.activation_fn
+        if labels == 1:
+            return False
+        if labels == 2 and isinstance(activation, (torch.nn.Identity, torch.nn.Softmax)):
+            return isinstance(activation, torch.nn.Identity)
+        raise UnsupportedModelError(
+            f"{self.resolved.name}: a cross-encoder with {labels} labels and activation {activation!r} gives no single "
+            "relevance score (mteb's reranking needs one per pair); mteb-vllm scores one label, or two labels as "
+            "P(relevant) from raw logits or a saved Softmax")
 
     def _engine_settings(self) -> dict[str, Any]:
         """A sentence-transformers cross-encoder: raw logits from the engine (sentence-transformers applies the
@@ -220,11 +241,9 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         pairs = [(self.query_prefix + q, self.document_prefix + d) for q, d in zip(queries, documents)]
         self._desc, self._task = desc, task
         try:
-            # Two labels ([not relevant, relevant]): mteb's own reranking fails on two scores per pair (float() of
-            # an array), so there is no reference number; the relevance is P(relevant), as
-            # CrossEncoder.predict(apply_softmax=True)[:, 1] gives it.
+            # two labels: P(relevant), see _relevance_rule
             scores = np.asarray(self._st.predict(pairs, convert_to_numpy=True,
-                                                 apply_softmax=self._st.num_labels == 2), dtype=np.float32)
+                                                 apply_softmax=self._softmax_two_labels), dtype=np.float32)
         finally:
             self._desc, self._task = "", None
         self.seconds += time.perf_counter() - started

@@ -301,6 +301,7 @@ class LocalVllmBackend:
           and read a saved ``max_seq_length`` over ours. The pooling comes from ``pooler_config``.
         - An XLM-R config written by transformers 5 has no ``position_embedding_type``, which vLLM 0.32 reads
           without a default for ``XLMRobertaModel`` and fails; the value every XLM-R checkpoint means is set.
+          CamemBERT runs as the XLM-R it is (vLLM has no class of its own for it).
         - A ``pooler_config`` given as a dict becomes vLLM's ``PoolerConfig`` (a server takes it as JSON).
         """
         from ..model_config import config_json
@@ -315,9 +316,19 @@ class LocalVllmBackend:
                 engine_kwargs.setdefault("tokenizer", view)
                 changes["engine_kwargs"] = engine_kwargs
         hf_config = config_json(self.model, self.config.revision) or {}
-        if hf_config.get("model_type") == "xlm-roberta" and "position_embedding_type" not in hf_config \
-                and "position_embedding_type" not in (config.hf_overrides or {}):
-            changes["hf_overrides"] = {**(config.hf_overrides or {}), "position_embedding_type": "absolute"}
+        overrides = dict(config.hf_overrides or {})
+        if hf_config.get("model_type") == "camembert" and "architectures" not in overrides:
+            # CamemBERT is RoBERTa with another vocabulary; vLLM has no CamemBERT class and its Transformers
+            # backend numbers positions from 0 (RoBERTa's start after the padding index): 1 - cos 0.11 measured.
+            # vLLM's XLM-R class computes it exactly (1 - cos 4e-14, issue 16's zoo).
+            overrides["architectures"] = [a.replace("Camembert", "XLMRoberta")
+                                          for a in hf_config.get("architectures") or ["CamembertModel"]]
+            overrides["model_type"] = "xlm-roberta"
+        if (hf_config.get("model_type") in ("xlm-roberta", "camembert") and "position_embedding_type" not in hf_config
+                and "position_embedding_type" not in overrides):
+            overrides["position_embedding_type"] = "absolute"
+        if overrides != dict(config.hf_overrides or {}):
+            changes["hf_overrides"] = overrides
         if isinstance(config.pooler_config, dict) and not server:
             from vllm.config import PoolerConfig
 
