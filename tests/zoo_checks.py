@@ -190,17 +190,22 @@ class SpyBackend:
         from mteb_vllm.backends import create_backend
         from mteb_vllm.testing import FakeBackend
 
+        from mteb_vllm.model_config import config_json
+
         options["lazy"] = True
         self.inner, _ = create_backend("local", config, **options)
-        self.fake = FakeBackend(config, max_model_len=10**9, num_labels=1)
+        hf = config_json(config.model, config.revision) or {}
+        hidden = hf.get("hidden_size") or (hf.get("text_config") or {}).get("hidden_size") or hf.get("d_model") or 64
+        # the engine's width (the hidden size): the model's own modules run on what it returns
+        self.fake = FakeBackend(config, dim=int(hidden), max_model_len=10**9, num_labels=1)
         self.recorded: list[tuple[str, Any]] = []
         SpyBackend.last = self
 
     def pool(self, inputs: list[Any], task: str, *, desc: str = "") -> np.ndarray:
         self.recorded.extend((task, item) for item in inputs)
-        if task not in ("embed", "classify"):
-            raise NotImplementedError(f"SpyBackend answers 'embed' and 'classify', not {task!r}: extend it to "
-                                      "return what the engine returns for that task")
+        if task not in ("embed", "classify", "token_embed"):
+            raise NotImplementedError(f"SpyBackend answers 'embed', 'token_embed' and 'classify', not {task!r}: "
+                                      "extend it to return what the engine returns for that task")
         return self.fake.pool(inputs, task, desc=desc)
 
     def token_ids(self, task: str | None = None) -> set[tuple[int, ...]]:

@@ -84,9 +84,18 @@ def config_json(model: str, revision: str | None = None) -> dict[str, Any] | Non
 
 
 def needs_remote_code(model: str, revision: str | None = None) -> bool:
-    """Whether the checkpoint ships its own modelling code (``auto_map`` in config.json)."""
+    """Whether the checkpoint can only be loaded with its own modelling code: it ships some (``auto_map`` in
+    config.json) and transformers does not know its ``model_type``. A checkpoint that ships code for an
+    architecture transformers has (gte-Qwen2's Qwen2) loads without it, as mteb's reference loads it."""
     config = config_json(model, revision) or {}
-    return bool(config.get("auto_map"))
+    if not config.get("auto_map"):
+        return False
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        return config.get("model_type") not in CONFIG_MAPPING
+    except ImportError:  # no transformers to ask: assume the code is needed
+        return True
 
 
 def architectures(model: str, revision: str | None = None) -> list[str]:
@@ -97,9 +106,16 @@ def architectures(model: str, revision: str | None = None) -> list[str]:
 #: and transformers 5.19: issue 16's survey). Checked before any engine starts, so the user gets this line instead
 #: of vLLM's list of every supported architecture after its import.
 ENGINE_UNSUPPORTED = {
-    arch: "vLLM has no MPNet implementation, and its Transformers backend refuses MPNet because MPNet's attention "
-          "(relative position bias) does not go through transformers' attention interface"
-    for arch in ("MPNetModel", "MPNetForMaskedLM", "MPNetForSequenceClassification")
+    **{arch: "vLLM has no MPNet implementation, and its Transformers backend refuses MPNet because MPNet's attention "
+             "(relative position bias) does not go through transformers' attention interface"
+       for arch in ("MPNetModel", "MPNetForMaskedLM", "MPNetForSequenceClassification")},
+    **{arch: "vLLM has no DistilBERT implementation, and its Transformers backend fails to start it (DistilBERT's "
+             "attention does not go through transformers' attention interface)"
+       for arch in ("DistilBertModel",)},
+    "T5EncoderModel": "vLLM has no T5 encoder implementation, and its Transformers backend fails to start it (T5's "
+                      "encoder takes no position ids)",
+    "DebertaV2ForSequenceClassification": "vLLM has no DeBERTa-v2 implementation, and its Transformers backend "
+                                          "rejects it",
 }
 
 
