@@ -369,10 +369,13 @@ def model_files(path: str, revision: str | None, backend: Any, options: dict[str
 
 
 def _loader(texts: list[str]) -> Any:
+    """A DataLoader of texts, as mteb passes them. It has a generator of its own: iterating a DataLoader draws
+    its worker seed from the global torch generator otherwise, and the caller's random numbers would change."""
+    import torch
     from datasets import Dataset
     from torch.utils.data import DataLoader
 
-    return DataLoader(Dataset.from_dict({"text": texts}), batch_size=max(1, len(texts)))
+    return DataLoader(Dataset.from_dict({"text": texts}), batch_size=max(1, len(texts)), generator=torch.Generator())
 
 
 def _text_loader(inputs: Any) -> Any:
