@@ -25,7 +25,7 @@ __all__ = [
 
 _LAZY = {
     "EngineConfig": ("config", "EngineConfig"),
-    "VllmWrapperBase": ("base", "VllmWrapperBase"),
+    "VllmWrapperBase": ("wrapper", "VllmWrapperBase"),
     "VllmEncoderWrapper": ("encoder", "VllmEncoderWrapper"),
     "VllmCrossEncoderWrapper": ("cross_encoder", "VllmCrossEncoderWrapper"),
     "ScoreTemplate": ("templates", "ScoreTemplate"),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import VllmWrapperBase
+from .wrapper import VllmWrapperBase
 from .gc_pause import frozen_heap
 from .errors import EngineArgumentError, MtebVllmError
 from .templates import ScoreTemplate, registry_template
@@ -45,7 +45,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
             (``task_metadata.prompt``) when the query carries no instruction. Off by default because
             the reference implementations do not do it; per-query instructions (the dataset's
             "instruction" column, as in instruction-following reranking tasks) are always used.
-        **engine_args: See :class:`~mteb_vllm.base.VllmWrapperBase`.
+        **engine_args: See :class:`~mteb_vllm.wrapper.VllmWrapperBase`.
     """
 
     convert = "classify"

@@ -22,7 +22,7 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 
 from .backends.base import TokenizedInput
-from .base import VllmWrapperBase
+from .wrapper import VllmWrapperBase
 from .errors import EngineArgumentError, InvalidInputError, UnsupportedModelError, UnsupportedTaskError
 from .gc_pause import frozen_heap, paused_gc
 from .tokenizing import check_texts
@@ -81,7 +81,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
             with mteb's default sentence-transformers setup instead of raising
             :class:`~mteb_vllm.errors.UnsupportedModelError`. Scores may then differ from the reference; the
             results are filed apart (``loader=default``).
-        **engine_args: See :class:`~mteb_vllm.base.VllmWrapperBase`.
+        **engine_args: See :class:`~mteb_vllm.wrapper.VllmWrapperBase`.
     """
 
     convert = "embed"
@@ -299,7 +299,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         """Embed final strings (no prompt is added): the model's tokenization, engine and modules.
 
         ``task``: the mteb task the texts belong to, so a precision fallback never mixes two precisions in one
-        task's scores (see :meth:`~mteb_vllm.base.VllmWrapperBase._pool_checked`).
+        task's scores (see :meth:`~mteb_vllm.wrapper.VllmWrapperBase._pool_checked`).
         Returns float32 [len(texts), dim] in input order, also for an empty list.
         """
         texts = check_texts(list(texts), "text")
