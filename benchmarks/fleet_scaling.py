@@ -24,7 +24,7 @@ import psutil
 def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     from contextlib import ExitStack
 
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
     from mteb_vllm.backends.remote import RemoteBackend, RemoteOptions
     from mteb_vllm.config import EngineConfig
     from mteb_vllm.testing.fake_server import FakeServer, FakeServerConfig

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mteb_vllm.backends.base import BackendInfo, TokenizedInput
+from mteb_vllm.backends.protocol import BackendInfo, TokenizedInput
 
 
 class HfBackend:

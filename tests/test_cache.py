@@ -84,7 +84,7 @@ def test_anything_that_changes_the_numbers_misses_the_cache(tmp_path, change):
         inner = FakeBackend(cfg)
         return CachedBackend(inner, tmp_path, config=cfg), inner
 
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
     cached, _ = make()
@@ -177,7 +177,7 @@ def test_a_cache_folder_that_cannot_be_created_warns_and_runs_uncached(tmp_path,
 def test_non_finite_rows_are_never_stored(tmp_path):
     inner = FakeBackend(auto_dtype="bfloat16", nonfinite_dtypes=("bfloat16",))
     backend = CachedBackend(inner, tmp_path)
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     out = backend.pool([TokenizedInput([2, 5, 3]), TokenizedInput([2, 6, 3])], "embed")
     assert np.isnan(out[0]).all() and len(_rows(tmp_path)) == 1
@@ -317,7 +317,7 @@ def _unique_sentences(folder: Path) -> int:
 def test_pieces_hold_about_flush_seconds_of_work_at_the_measured_rate(tmp_path, monkeypatch):
     """A slow model commits often (a kill loses little); the first piece is small, to measure the rate."""
     from mteb_vllm.backends import cached
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     monkeypatch.setattr(cached, "FLUSH_SECONDS", 0.05)
     monkeypatch.setattr(cached, "MIN_FLUSH_TOKENS", 100)
@@ -330,7 +330,7 @@ def test_pieces_hold_about_flush_seconds_of_work_at_the_measured_rate(tmp_path, 
 
 
 def test_pieces_are_never_smaller_than_what_a_fleet_holds_in_flight(tmp_path):
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     class Fleet(FakeBackend):
         capacity = (8192, 100_000)  # as RemoteBackend.capacity reports it
@@ -354,7 +354,7 @@ class _Engine(FakeBackend):
 
     @property
     def info(self):
-        from mteb_vllm.backends.base import BackendInfo
+        from mteb_vllm.backends.protocol import BackendInfo
 
         return BackendInfo(kind=self.kind, model=self.model, revision=self.revision, dtype=self.dtype,
                            max_model_len=self.max_model_len, details={"vllm": self.vllm})
@@ -376,7 +376,7 @@ def _float32():
 
 def test_a_fleet_never_fills_the_local_engines_namespace_even_at_the_same_precision(tmp_path):
     """N17: a fleet run with --dtype float32 wrote into the namespace a later local float32 run read."""
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
     fleet = _Fleet(_float32(), dim=32)  # serves other vectors (another checkpoint, another width)
@@ -391,7 +391,7 @@ def test_a_fleet_never_fills_the_local_engines_namespace_even_at_the_same_precis
 def test_a_new_vllm_torch_or_device_is_a_new_namespace_never_a_warning(tmp_path, monkeypatch):
     from mteb_vllm import device
     from mteb_vllm.backends import cached
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
 
@@ -421,7 +421,7 @@ def test_the_device_class_is_named_without_initialising_cuda():
 
 
 def test_endpoint_credentials_never_reach_the_manifest(tmp_path):
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     fleet = _Fleet(_float32(), urls=("http://user:sekret@node1:8000/",))
     CachedBackend(fleet, tmp_path, config=_float32()).pool([TokenizedInput([2, 5, 3])], "embed")
@@ -442,7 +442,7 @@ class _GpuLikeBackend(FakeBackend):
 
 def test_a_precision_chosen_at_engine_start_gets_its_own_namespace(tmp_path):
     """A V100 (float16) and an A100 (bfloat16) run of dtype="auto" must not share entries."""
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
     a100 = _GpuLikeBackend(resolves_to="bfloat16")
@@ -463,7 +463,7 @@ def test_a_precision_chosen_at_engine_start_gets_its_own_namespace(tmp_path):
                                          ({"model_impl": "transformers"}, False), ({"block_size": 64}, True),
                                          ({"seed": 7}, True)])
 def test_pass_through_engine_args_miss_the_cache_unless_they_only_schedule(tmp_path, kwargs, hit):
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
     from mteb_vllm.config import EngineConfig
 
     inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
@@ -478,7 +478,7 @@ def test_pass_through_engine_args_miss_the_cache_unless_they_only_schedule(tmp_p
 def test_threads_sharing_one_cached_backend_store_every_entry(tmp_path, caplog):
     import threading
 
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     backend = CachedBackend(FakeBackend(), tmp_path)
 
@@ -499,7 +499,7 @@ def test_threads_sharing_one_cached_backend_store_every_entry(tmp_path, caplog):
 def test_a_file_that_cannot_be_opened_is_not_taken_for_damage(tmp_path, caplog):
     """A full disk (here: a size cap below what a new file needs) is a warning and an uncached run; the file is
     not moved aside as damaged and the wrapper is still built."""
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     inner = FakeBackend()
     with caplog.at_level(logging.WARNING, logger="mteb_vllm"):

@@ -335,7 +335,7 @@ def _identity(model, **changes):
 
 
 def _tokens(n=60):
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     return [TokenizedInput([101] + [1000 + (i * 37 + j) % 20000 for j in range(3 + i % 9)] + [102]) for i in range(n)]
 

@@ -61,7 +61,7 @@ def test_the_compat_tier_runs_installable_releases_inside_the_range():
 
 
 def _pair_inputs(minilm_path):
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
     from mteb_vllm.model_config import load_tokenizer
 
     tokenizer = load_tokenizer(minilm_path)
@@ -73,7 +73,7 @@ def _pair_inputs(minilm_path):
 def test_segment_ids_reach_the_model_runner_as_the_tokenizer_made_them(monkeypatch, minilm_path, version):
     """Before the fix an int went out for every release, and 0.33's runners (which unpack a range) crashed."""
     from mteb_vllm.backends.local import LocalVllmBackend
-    from mteb_vllm.backends.base import TokenizedInput
+    from mteb_vllm.backends.protocol import TokenizedInput
 
     sig = fake_vllm.install(monkeypatch, version)
     inputs = _pair_inputs(minilm_path) + [TokenizedInput([101, 2023, 102])]

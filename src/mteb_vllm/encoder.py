@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 
-from .backends.base import TokenizedInput
+from .backends.protocol import TokenizedInput
 from .wrapper import VllmWrapperBase
 from .errors import EngineArgumentError, InvalidInputError, UnsupportedModelError, UnsupportedTaskError
 from .gc_pause import frozen_heap, paused_gc

@@ -34,7 +34,7 @@ from sentence_transformers import CrossEncoder, SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 from torch import nn
 
-from .backends.base import TokenizedInput
+from .backends.protocol import TokenizedInput
 from .errors import InvalidInputError, UnsupportedModelError
 from .tokenizing import TOKENIZER_LOCK, TruncationReport, check_texts
 

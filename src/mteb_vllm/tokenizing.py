@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import TokenizedInput
+from .backends.protocol import TokenizedInput
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from .tokenizing import check_texts
 if TYPE_CHECKING:
     from mteb.models import ModelMeta
 
-    from .backends.base import Backend
+    from .backends.protocol import Backend
 
 logger = logging.getLogger(__name__)
 

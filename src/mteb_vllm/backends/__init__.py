@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineArgumentError
-from .base import Backend, BackendInfo, PoolingTask, TokenizedInput
+from .protocol import Backend, BackendInfo, PoolingTask, TokenizedInput
 
 if TYPE_CHECKING:
     from ..config import EngineConfig

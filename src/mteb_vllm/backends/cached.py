@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..cache_store import CacheError, Manifest, Namespace, fingerprint, fingerprint_fields, item_key
-from .base import BackendInfo, PoolingTask, TokenizedInput
+from .protocol import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class CacheStats:
 
 
 class CachedBackend:
-    """Wraps ``inner``; same :class:`~mteb_vllm.backends.base.Backend` protocol.
+    """Wraps ``inner``; same :class:`~mteb_vllm.backends.protocol.Backend` protocol.
 
     Args:
         inner: The backend that computes misses.

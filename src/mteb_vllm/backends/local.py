@@ -1,4 +1,4 @@
-"""The in-process vLLM engine (``vllm.LLM``) as a :class:`~mteb_vllm.backends.base.Backend`."""
+"""The in-process vLLM engine (``vllm.LLM``) as a :class:`~mteb_vllm.backends.protocol.Backend`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from ..model_config import (
 from ..precision import resolve_dtype
 from ..process_state import EnvironGuard, StartGuard
 from ..reaper import Reaper, current_child_pids, engine_child_pids
-from .base import BackendInfo, PoolingTask, TokenizedInput
+from .protocol import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``RemoteBackend``: a fleet of ``vllm serve`` endpoints as one :class:`~mteb_vllm.backends.base.Backend`.
+"""``RemoteBackend``: a fleet of ``vllm serve`` endpoints as one :class:`~mteb_vllm.backends.protocol.Backend`.
 
 Why a client and not our own distributed engine: people who evaluate big models already deploy vLLM's server
 (one per node, ``-dp`` over its GPUs, perhaps behind a router). What they lack is a client that keeps a fleet
@@ -23,7 +23,7 @@ the whole check for servers that report no identity), of the width the model poo
 Endpoints that disagree, serve other weights, or compute in another precision than an explicit ``dtype`` are
 refused with an error naming them. The backend's ``dtype`` is the precision the servers report; for a fleet
 that reports none it is the ``dtype`` the caller gave (or "unknown"), and :attr:`BackendInfo.details
-<mteb_vllm.backends.base.BackendInfo>` carry a ``results_marker`` so its results are filed apart.
+<mteb_vllm.backends.protocol.BackendInfo>` carry a ``results_marker`` so its results are filed apart.
 
 **Failures.** Requests are batches of at most :attr:`RemoteOptions.batch_tokens` tokens, each sent to the live
 endpoint with the fewest requests outstanding (at most :attr:`RemoteOptions.max_in_flight` each), and
@@ -59,7 +59,7 @@ import numpy as np
 from ..errors import MtebVllmError, UsageError
 from ..precision import canonical
 from ..serve_identity import IDENTITY_PATH, SCHEMA, computes, fleet_marker, weights_revision
-from .base import BackendInfo, PoolingTask, TokenizedInput
+from .protocol import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, BackendInfo, PoolingTask, TokenizedInput
+from .protocol import Backend, BackendInfo, PoolingTask, TokenizedInput
 
 #: sentence-transformers pooling mode -> vLLM's pooling type, for the modes vLLM computes identically.
 NATIVE_POOLING = {"cls": "CLS", "mean": "MEAN", "lasttoken": "LAST"}

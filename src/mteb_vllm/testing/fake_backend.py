@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import BackendInfo, PoolingTask, TokenizedInput
+from ..backends.protocol import BackendInfo, PoolingTask, TokenizedInput
 from ..precision import canonical
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)

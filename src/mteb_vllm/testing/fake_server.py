@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import TokenizedInput
+from ..backends.protocol import TokenizedInput
 from ..serve_identity import IDENTITY_PATH
 from .fake_backend import FakeBackend
 
