@@ -45,7 +45,7 @@ def _load(name: str, path: str):
         return model, model.dtype
     from mteb.models.vllm_wrapper import VllmEncoderWrapper as Builtin
 
-    from mteb_vllm.hardware import CPU_MEMORY_FRACTION
+    from mteb_vllm.cpu_defaults import CPU_MEMORY_FRACTION
 
     model = Builtin(path, gpu_memory_utilization=CPU_MEMORY_FRACTION)  # its 0.9 default does not fit on a CPU
     return model, str(model.llm.llm_engine.model_config.dtype).replace("torch.", "")

@@ -37,7 +37,7 @@ def _load(name: str, path: str):
     from mteb.mocks.mock_tasks.sts import MockSTSTask
     from mteb.models.vllm_wrapper import VllmEncoderWrapper as Builtin
 
-    from mteb_vllm.hardware import CPU_MEMORY_FRACTION
+    from mteb_vllm.cpu_defaults import CPU_MEMORY_FRACTION
 
     builtin = Builtin(path, dtype="float32", gpu_memory_utilization=CPU_MEMORY_FRACTION)
     meta = MockSTSTask().metadata

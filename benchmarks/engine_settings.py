@@ -1,5 +1,5 @@
 """Time one engine setting on the 2000-text encode set and on the 6216 short sentences of the generated
-STS12-sized task (two calls, as mteb's STS evaluator makes them): how the CPU defaults in mteb_vllm.hardware and
+STS12-sized task (two calls, as mteb's STS evaluator makes them): how the CPU defaults in mteb_vllm.cpu_defaults and
 backends.local were chosen (results in benchmarks/tuning.md).
 
     .venv/bin/python benchmarks/engine_settings.py '{"max_num_batched_tokens": 4096}' ['{"ENV_VAR": "value"}']

@@ -98,7 +98,7 @@ def test_qwen3_decoder_last_token_pooling_equals_sentence_transformers(qwen3_enc
 
 
 def test_user_engine_argument_beats_cpu_default(qwen3_encoder):
-    from mteb_vllm.hardware import CPU_BLOCK_SIZE
+    from mteb_vllm.cpu_defaults import CPU_BLOCK_SIZE
 
     assert CPU_BLOCK_SIZE != 64
     assert qwen3_encoder.backend.llm.llm_engine.vllm_config.cache_config.block_size == 64

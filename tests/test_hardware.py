@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from mteb_vllm import hardware
+from mteb_vllm import cpu_defaults as hardware
 
 
 def test_core_ranges_use_the_bind_syntax():

@@ -104,7 +104,7 @@ def _load(backend: str, model: str, model_name: str | None, dtype: str, *,
     from mteb.mocks.mock_tasks.sts import MockSTSTask
     from mteb.models.vllm_wrapper import VllmEncoderWrapper as Builtin
 
-    from .hardware import CPU_MEMORY_FRACTION
+    from .cpu_defaults import CPU_MEMORY_FRACTION
 
     # its own defaults, except the memory fraction (its 0.9 fails on CPU) and trust_remote_code (its True ran
     # a checkpoint's own code that the user had refused, red-team N60)
@@ -385,7 +385,7 @@ def machine_info() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    from .hardware import available_cores, _total_ram
+    from .cpu_defaults import available_cores, _total_ram
 
     return {"cpu": cpu, "cores": len(available_cores()), "ram_gib": round(_total_ram() / 2**30, 1),
             "platform": platform.platform(), "python": platform.python_version()}

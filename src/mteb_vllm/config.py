@@ -3,7 +3,7 @@
 Why a dataclass rather than ``**kwargs`` straight into ``vllm.LLM``: a wrong value must fail in
 milliseconds with the argument's name, not after a 40 s engine start with a stack trace from inside
 vLLM. ``None`` always means "let mteb-vllm / vLLM choose"; the backend fills its own choices (on CPU:
-precision, memory, step budget; see :mod:`mteb_vllm.hardware` and :mod:`mteb_vllm.precision`) only where
+precision, memory, step budget; see :mod:`mteb_vllm.cpu_defaults` and :mod:`mteb_vllm.precision`) only where
 the user left ``None`` or "auto".
 """
 

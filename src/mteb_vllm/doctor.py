@@ -119,7 +119,7 @@ def _cpu_name() -> str:
 def describe_device(on_cpu: bool, facts: Any) -> str:
     if not on_cpu and facts.devices:
         return "; ".join(d.describe() for d in facts.devices)
-    from .hardware import available_cores
+    from .cpu_defaults import available_cores
     from .precision import cpu_emulation_reason
 
     native = "native bfloat16" if cpu_emulation_reason("bfloat16") is None else "no native bfloat16"

@@ -354,10 +354,10 @@ def plan_memory(model: str, *, dtype: str, max_model_len: int | None, max_num_ba
                 revision: str | None = None) -> MemoryPlan | None:
     """What one engine for ``model`` needs on each of its GPUs; None for a model whose shape is unknown.
 
-    KV cache: as on CPU (:func:`mteb_vllm.hardware.kv_cache_bytes`), two full engine steps and at least one
+    KV cache: as on CPU (:func:`mteb_vllm.cpu_defaults.kv_cache_bytes`), two full engine steps and at least one
     max-length sequence: a pooling request lives for a single step, so more cache only idles.
     """
-    from .hardware import kv_cache_bytes
+    from .cpu_defaults import kv_cache_bytes
     from .model_config import model_context_length, model_shape
 
     shape = model_shape(model, trust_remote_code, revision)

@@ -4,7 +4,7 @@ Why one module: the CPU defaults (step budget, KV cache size), the FLOP count of
 context cap, the preflight checks and the results' revision all need the same few facts about a model (its
 config, context length, shape, whether it needs custom code or has a classifier head, which revision is on
 disk). Reading them here once keeps those callers from parsing ``config.json`` each in its own way, and keeps
-``flops`` and ``hardware`` free of each other.
+``flops`` and ``cpu_defaults`` free of each other.
 
 Nothing here imports vLLM or torch; transformers and huggingface_hub are imported lazily.
 """

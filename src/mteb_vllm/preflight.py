@@ -136,7 +136,7 @@ def check_engine_fit(tensor_parallel_size: int, endpoints: list[str] | None = No
         return
     from .errors import EngineArgumentError
     from .gpu import cuda_build, visible_gpus
-    from .hardware import core_groups
+    from .cpu_defaults import core_groups
 
     gpus = visible_gpus().devices if cuda_build() else []
     if gpus:

@@ -52,7 +52,7 @@ def plan_workers(count: int, *, endpoints: list[str] | None = None, tensor_paral
     facts = visible_gpus() if cuda_build() else None
     if facts is not None and facts.devices:
         return _gpu_plans(count, tp, facts, dtype)
-    from .hardware import available_cores, core_groups
+    from .cpu_defaults import available_cores, core_groups
 
     cores = available_cores()
     if count * tp > len(cores):

@@ -224,7 +224,7 @@ class LocalVllmBackend:
         executor), so a fleet started with :mod:`mteb_vllm.serve` computes what this backend computes. Imports
         vLLM (its device and argument checks).
         """
-        from ..hardware import (
+        from ..cpu_defaults import (
             CPU_BLOCK_SIZE,
             CPU_MAX_NUM_SEQS,
             CPU_MEMORY_FRACTION,
@@ -336,7 +336,7 @@ class LocalVllmBackend:
         return dataclasses.replace(config, **changes) if changes else config
 
     def _start(self, config: EngineConfig) -> None:
-        from ..hardware import tune_cpu_allocator
+        from ..cpu_defaults import tune_cpu_allocator
 
         # vLLM's start-up is noisy (a warning per weight cast to the chosen dtype); MTEB_VLLM_VERBOSE=1 (the
         # CLI's --verbose) or the user's own VLLM_LOGGING_LEVEL shows it.
