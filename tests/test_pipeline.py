@@ -52,7 +52,7 @@ def test_rejects_non_retrieval_tasks_and_bad_top_k(bert_reranker):
 def test_missing_bm25s_names_the_install(monkeypatch):
     import sys
 
-    from mteb_vllm.pipeline import _first_stage_model
+    from mteb_vllm.two_stage import _first_stage_model
 
     monkeypatch.setitem(sys.modules, "bm25s", None)
     with pytest.raises(MtebVllmError, match=r"pip install 'mteb-vllm\[demo\]'"):

@@ -565,7 +565,7 @@ def test_a_closed_fleet_client_raises_like_a_closed_engine(minilm_path):
 
 def test_a_fleet_reranker_that_cannot_score_fails_before_the_first_stage(minilm_path, tmp_path):
     """N25: the reranker's endpoints are checked before the first stage runs, also after a dense first stage."""
-    from mteb_vllm.pipeline import rerank
+    from mteb_vllm.two_stage import rerank
 
     class FirstStage:  # touched only if the first stage runs
         @property

@@ -29,7 +29,7 @@ _LAZY = {
     "VllmEncoderWrapper": ("encoder", "VllmEncoderWrapper"),
     "VllmCrossEncoderWrapper": ("cross_encoder", "VllmCrossEncoderWrapper"),
     "ScoreTemplate": ("templates", "ScoreTemplate"),
-    "rerank": ("pipeline", "rerank"),
+    "rerank": ("two_stage", "rerank"),
     "default_model_path": ("defaults", "default_model_path"),
     "demo_tasks": ("demo", "demo_tasks"),
 }

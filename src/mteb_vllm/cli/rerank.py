@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_rerank(args: argparse.Namespace) -> int:
     from ..defaults import DEFAULT_MODEL_NAME, default_model_path
     from ..errors import EngineArgumentError
-    from ..pipeline import BM25, rerank, resolve_tasks
+    from ..two_stage import BM25, rerank, resolve_tasks
     from ..preflight import check_engine_fit, check_model_files, check_task_data, check_writable_folder
     from ..templates import TEMPLATES_BY_NAME
 
