@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from mteb_vllm.gc_pause import paused_gc
+from mteb_vllm.process_state import paused_gc
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def test_a_collector_the_caller_switched_off_stays_off():
 
 
 def test_frozen_heap_freezes_for_the_block_only():
-    from mteb_vllm.gc_pause import caller_freeze_count, frozen_heap
+    from mteb_vllm.process_state import caller_freeze_count, frozen_heap
 
     gc.unfreeze()
     with frozen_heap():
@@ -53,7 +53,7 @@ def test_frozen_heap_freezes_for_the_block_only():
 
 
 def test_frozen_heap_leaves_a_callers_own_freeze_alone():
-    from mteb_vllm.gc_pause import caller_freeze_count, frozen_heap
+    from mteb_vllm.process_state import caller_freeze_count, frozen_heap
 
     gc.freeze()
     try:
@@ -104,7 +104,7 @@ def test_a_pause_in_another_thread_outlasts_the_first_to_finish():
 
 
 def test_a_freeze_in_another_thread_outlasts_the_first_to_finish():
-    from mteb_vllm.gc_pause import frozen_heap
+    from mteb_vllm.process_state import frozen_heap
 
     gc.unfreeze()
     [(_, frozen)] = _overlapping(frozen_heap)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .wrapper import VllmWrapperBase
-from .gc_pause import frozen_heap
 from .errors import EngineArgumentError, MtebVllmError
+from .process_state import frozen_heap
 from .templates import ScoreTemplate, registry_template
 from .tokenizing import check_texts, tokenize_templated
+from .wrapper import VllmWrapperBase
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -108,7 +108,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
 
         from .encoder import model_files
         from .errors import UnsupportedModelError
-        from .gc_pause import paused_gc
+        from .process_state import paused_gc
         from .reference import build_reference
 
         path = model_files(self.model_path, self.resolved.revision, self._backend_spec, self._backend_options)

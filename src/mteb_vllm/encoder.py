@@ -24,7 +24,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from .backends.protocol import TokenizedInput
 from .wrapper import VllmWrapperBase
 from .errors import EngineArgumentError, InvalidInputError, UnsupportedModelError, UnsupportedTaskError
-from .gc_pause import frozen_heap, paused_gc
+from .process_state import frozen_heap, paused_gc
 from .tokenizing import check_texts
 
 if TYPE_CHECKING:

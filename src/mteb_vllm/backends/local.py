@@ -19,7 +19,6 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..errors import EngineArgumentError, EngineStartError, ForkedEngineError, ModelNotFoundError, missing_vllm_error
-from ..gc_pause import paused_gc
 from ..model_config import (
     check_model_exists,
     hf_text_config,
@@ -30,7 +29,7 @@ from ..model_config import (
     model_context_length,
 )
 from ..precision import resolve_dtype
-from ..process_state import EnvironGuard, StartGuard
+from ..process_state import EnvironGuard, StartGuard, paused_gc
 from ..reaper import Reaper, current_child_pids, engine_child_pids
 from .protocol import BackendInfo, PoolingTask, TokenizedInput
 

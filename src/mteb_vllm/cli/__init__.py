@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
-        from ..gc_pause import paused_gc
+        from ..process_state import paused_gc
 
         with paused_gc():  # every command imports mteb first: 2.5 s with the collector running, 2.0 s paused
             import mteb  # noqa: F401
