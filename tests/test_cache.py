@@ -549,7 +549,7 @@ def test_half_precision_nan_on_a_shared_engine_is_not_restarted_behind_the_cache
 def test_changed_bytes_with_the_old_size_and_mtime_get_a_new_revision(tmp_path, monkeypatch, caplog):
     """N34: `cp -p`, `rsync -a`, `tar x` and `touch -r` restore size and mtime; the content hash must still see the
     new bytes (the remembered digest is keyed by inode, size, mtime and ctime, and ctime cannot be set back)."""
-    from mteb_vllm import model_config
+    from mteb_vllm import identity as model_config
 
     monkeypatch.setenv("MTEB_VLLM_CACHE", str(tmp_path / "user-cache"))
     folder = tmp_path / "model"

@@ -35,7 +35,7 @@ def test_tensor_parallel_ranks_get_disjoint_core_groups():
 
 def test_step_budget_and_kv_cache_follow_the_model(minilm_path):
     # MiniLM's sentence-transformers config caps it at 256 tokens: the 4096-token default step applies
-    from mteb_vllm.model_config import model_context_length
+    from mteb_vllm.checkpoint import model_context_length
 
     assert model_context_length(minilm_path, trust_remote_code=False) == 256
     assert hardware.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=None) == 4096

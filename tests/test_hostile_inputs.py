@@ -231,7 +231,7 @@ def test_verbose_shows_the_traceback_a_plain_run_leaves_out(tmp_path):
 
 def test_threads_sharing_a_wrapper_tokenize_and_truncate_correctly(minilm_path):
     """A fast tokenizer keeps its truncation setting as state; threads truncating at once must not trip on it."""
-    from mteb_vllm.model_config import load_tokenizer
+    from mteb_vllm.checkpoint import load_tokenizer
 
     tokenizer = load_tokenizer(minilm_path)
     encoder = VllmEncoderWrapper(minilm_path, backend=FakeBackend(max_model_len=16, tokenizer=tokenizer),

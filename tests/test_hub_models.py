@@ -42,7 +42,7 @@ def hub_cache(tmp_path_factory, minilm_path):
 def offline_cache(hub_cache, monkeypatch):
     import huggingface_hub.constants as constants
 
-    from mteb_vllm import model_config
+    from mteb_vllm import checkpoint as model_config
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))

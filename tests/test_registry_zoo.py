@@ -56,7 +56,7 @@ def hub():
 
 
 def _clear_file_caches():
-    from mteb_vllm import model_config
+    from mteb_vllm import checkpoint as model_config
 
     for value in vars(model_config).values():
         if callable(getattr(value, "cache_clear", None)):

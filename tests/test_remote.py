@@ -34,7 +34,7 @@ def _fake(minilm_path, **overrides) -> FakeServer:
 
 def _local_fake(minilm_path):
     """What every fake server computes, in this process: the reference for the fleet's answers."""
-    from mteb_vllm.model_config import load_tokenizer
+    from mteb_vllm.checkpoint import load_tokenizer
     from mteb_vllm.testing import FakeBackend
 
     return FakeBackend(dim=DIM, max_model_len=256, tokenizer=load_tokenizer(minilm_path))
@@ -377,7 +377,7 @@ def test_another_checkpoint_is_refused_whatever_its_folder_name(minilm_path):
 
 def test_a_fleet_that_reports_nothing_is_filed_and_cached_apart_from_the_local_engine(minilm_path, tmp_path):
     """N17: a fleet's vectors never land in the namespace a local run reads, nor its results in its folder."""
-    from mteb_vllm.model_config import load_tokenizer
+    from mteb_vllm.checkpoint import load_tokenizer
     from mteb_vllm.testing import FakeBackend
 
     texts = [f"text {i}" for i in range(30)]

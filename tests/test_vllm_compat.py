@@ -62,7 +62,7 @@ def test_the_compat_tier_runs_installable_releases_inside_the_range():
 
 def _pair_inputs(minilm_path):
     from mteb_vllm.backends.protocol import TokenizedInput
-    from mteb_vllm.model_config import load_tokenizer
+    from mteb_vllm.checkpoint import load_tokenizer
 
     tokenizer = load_tokenizer(minilm_path)
     encoded = tokenizer(["which river is longest", "a"], ["the nile is long", "b c d"])

@@ -190,7 +190,7 @@ class SpyBackend:
         from mteb_vllm.backends import create_backend
         from mteb_vllm.testing import FakeBackend
 
-        from mteb_vllm.model_config import config_json
+        from mteb_vllm.checkpoint import config_json
 
         options["lazy"] = True
         self.inner, _ = create_backend("local", config, **options)

@@ -193,7 +193,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from .flops import matmul_peak_gflops
-    from .model_config import model_context_length, model_shape
+    from .checkpoint import model_context_length, model_shape
     from .precision import cpu_emulation_reason
     from .resolve import resolve_model
 

@@ -12,7 +12,7 @@ import logging
 import os
 
 from .errors import EngineArgumentError
-from .model_config import TransformerShape, model_context_length, model_shape
+from .checkpoint import TransformerShape, model_context_length, model_shape
 
 logger = logging.getLogger(__name__)
 

@@ -78,7 +78,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         """Template, or mteb's reference cross-encoder built over the stand-in (its prefixes, activation, label
         count and context length), and the checks that need them, before any engine starts."""
         from .errors import MissingScoreHeadError
-        from .model_config import has_classifier_head
+        from .checkpoint import has_classifier_head
 
         meta = self.registry_meta
         self.template = self._template_arg if self._template_arg is not None else registry_template(meta)
@@ -281,7 +281,7 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
 
 
 def _architectures(model: str, revision: str | None) -> list[str]:
-    from .model_config import architectures
+    from .checkpoint import architectures
 
     return architectures(model, revision) or ["unknown architecture"]
 

@@ -151,7 +151,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
     def _model_files(self) -> str:
         """Where the stand-in reads the model's files: the model itself, or, for a fake backend and a name with
         no files anywhere, the fake's own weightless folder (so tests of the wrapper need no checkpoint)."""
-        from .model_config import hub_file
+        from .checkpoint import hub_file
 
         return model_files(self.model_path, self.resolved.revision, self._backend_spec, self._backend_options)
 
@@ -358,7 +358,7 @@ def model_files(path: str, revision: str | None, backend: Any, options: dict[str
     """Where the stand-in reads the model's files: the model itself; or, for a backend of the caller's own (a
     fake, a test double) and a name that has files nowhere, :func:`~mteb_vllm.testing.fake_model_folder`, so the
     wrappers' logic can be tested with any name and no checkpoint. A real engine or a fleet needs real files."""
-    from .model_config import hub_file
+    from .checkpoint import hub_file
 
     real_engine = backend in (None, "local", "remote") or bool(options.get("endpoints"))
     if real_engine or hub_file(path, "config.json", revision) is not None:
@@ -403,7 +403,7 @@ def _reference_context(st: Any, model: str, revision: str | None) -> int:
     """The longest input the reference can give the transformer: sentence-transformers' ``max_seq_length`` (or a
     longer per-task or per-call length the model saved), capped at the positions the checkpoint has, so the
     engine is never asked for a context its weights do not cover."""
-    from .model_config import usable_positions
+    from .checkpoint import usable_positions
 
     transformer = st.transformer
     lengths = [int(st.max_seq_length or 0)]

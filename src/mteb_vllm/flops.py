@@ -1,5 +1,5 @@
 """How close a run gets to the hardware: the device's measured matmul peak (model FLOPs per input are
-:meth:`mteb_vllm.model_config.TransformerShape.forward_flops`).
+:meth:`mteb_vllm.checkpoint.TransformerShape.forward_flops`).
 
 Why measure the peak instead of quoting a datasheet: on a shared or virtualised CPU the datasheet number is
 fiction, and the question users ask is "how much of what this box can do did the engine use". A large

@@ -335,7 +335,7 @@ def _safetensors_parameters(folder: str) -> int | None:
 def parameter_count(model: str, *, trust_remote_code: bool = False, revision: str | None = None) -> int | None:
     """The model's parameters: exact from a local folder's safetensors headers, else estimated from its
     config (the transformer blocks plus the token embeddings)."""
-    from .model_config import hf_text_config, is_local_path, model_shape
+    from .checkpoint import hf_text_config, is_local_path, model_shape
 
     if is_local_path(model):
         exact = _safetensors_parameters(os.path.expanduser(model))
@@ -358,7 +358,7 @@ def plan_memory(model: str, *, dtype: str, max_model_len: int | None, max_num_ba
     max-length sequence: a pooling request lives for a single step, so more cache only idles.
     """
     from .cpu_defaults import kv_cache_bytes
-    from .model_config import model_context_length, model_shape
+    from .checkpoint import model_context_length, model_shape
 
     shape = model_shape(model, trust_remote_code, revision)
     params = parameter_count(model, trust_remote_code=trust_remote_code, revision=revision)

@@ -114,7 +114,7 @@ def check_task_data(tasks: list[Any]) -> None:
 def check_model_files(model: str, revision: str | None = None) -> None:
     """The model's config can be read: a folder with config.json, or a hub id that is cached or reachable."""
     from .errors import UsageError
-    from .model_config import check_model_exists, config_json, is_local_path
+    from .checkpoint import check_model_exists, config_json, is_local_path
 
     if is_local_path(model):
         check_model_exists(model)  # ModelNotFoundError when the folder is not there

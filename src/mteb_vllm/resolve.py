@@ -5,7 +5,7 @@ answer these questions the same way, and the answers decide whether scores are c
 reference at all. The rules (issue 9 and 10):
 
 - A registry model given by hub id loads the revision mteb's registry pins, unless the user passes one.
-- A local folder is identified by the content hash of its files (:func:`~mteb_vllm.model_config.
+- A local folder is identified by the content hash of its files (:func:`~mteb_vllm.identity.
   local_revision`), never by a registry revision it may not be; passing ``revision=`` for a folder is an error.
 - ``model_name=`` files local weights under a registry name (its prompts and template apply); this is
   logged, because a fine-tune evaluated under its base model's name is easy to mistake for the original.
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import check_revision
 from .errors import EngineArgumentError, RemoteCodeError
-from .model_config import check_model_exists, is_local_path, local_revision, needs_remote_code
+from .checkpoint import check_model_exists, is_local_path, needs_remote_code
+from .identity import local_revision
 
 if TYPE_CHECKING:
     from mteb.models import ModelMeta

@@ -44,7 +44,8 @@ def weights_revision(model: str, revision: str | None) -> str | None:
     commit, or the revision as given when it cannot be resolved. The client computes it for the model it was
     given and the server for the model it loaded, with this one function."""
     from .backends.view import view_source
-    from .model_config import hub_commit, is_local_path, local_revision
+    from .checkpoint import is_local_path
+    from .identity import hub_commit, local_revision
 
     source = view_source(model)
     if source is not None:  # an engine view of a checkpoint (backends.view): the checkpoint's revision
@@ -93,7 +94,7 @@ def server_identity(vllm_config: Any) -> dict[str, Any]:
     """The identity of the server whose ``VllmConfig`` this is (runs in the server's process)."""
     import importlib.metadata as md
 
-    from .model_config import is_local_path
+    from .checkpoint import is_local_path
 
     model_config = vllm_config.model_config
     model = str(model_config.model)

@@ -129,7 +129,7 @@ class VllmWrapperBase:
                                                  "lazy": lazy_start, "options": remote_options}
         if backend in (None, "local", "remote") or endpoints:
             from .errors import UnsupportedModelError
-            from .model_config import engine_unsupported
+            from .checkpoint import engine_unsupported
 
             why = engine_unsupported(self.resolved.path, self.resolved.revision)
             if why:

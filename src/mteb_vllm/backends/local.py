@@ -19,15 +19,8 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..errors import EngineArgumentError, EngineStartError, ForkedEngineError, ModelNotFoundError, missing_vllm_error
-from ..model_config import (
-    check_model_exists,
-    hf_text_config,
-    hub_commit,
-    is_local_path,
-    load_tokenizer,
-    local_revision,
-    model_context_length,
-)
+from ..checkpoint import check_model_exists, hf_text_config, is_local_path, load_tokenizer, model_context_length
+from ..identity import hub_commit, local_revision
 from ..precision import resolve_dtype
 from ..process_state import EnvironGuard, StartGuard, paused_gc
 from ..reaper import Reaper, current_child_pids, engine_child_pids
@@ -180,7 +173,7 @@ class LocalVllmBackend:
             from ..gpu import visible_gpus
 
             devices = visible_gpus().devices[:self._config_tp]
-        from ..model_config import config_json
+        from ..checkpoint import config_json
 
         model_type = (config_json(model, revision) or {}).get("model_type") if not self.on_cpu else None
         return resolve_dtype(requested, on_cpu=self.on_cpu, devices=devices, model_type=model_type)
@@ -303,7 +296,7 @@ class LocalVllmBackend:
           CamemBERT runs as the XLM-R it is (vLLM has no class of its own for it).
         - A ``pooler_config`` given as a dict becomes vLLM's ``PoolerConfig`` (a server takes it as JSON).
         """
-        from ..model_config import config_json
+        from ..checkpoint import config_json
         from .view import engine_view
 
         changes: dict[str, Any] = {}

@@ -312,7 +312,7 @@ class RemoteBackend:
     # --- what the servers must be ------------------------------------------------------------------------
     def _expected_max_len(self) -> int | None:
         """The context the local engine would use (so a fleet truncates as a local run does)."""
-        from ..model_config import model_context_length
+        from ..checkpoint import model_context_length
 
         if self.config.max_model_len:
             return int(self.config.max_model_len)
@@ -327,7 +327,7 @@ class RemoteBackend:
         """The width the engine pools to, when it is sure: the hidden size, for a model whose sentence-transformers
         pooling the engine computes (the wrapper runs the modules after it). None for scores, for a pooling the
         caller chose, or when the config does not say."""
-        from ..model_config import config_json
+        from ..checkpoint import config_json
 
         pooler = self.config.pooler_config
         if self.route != "embed" or not (isinstance(pooler, dict) and pooler.get("task") == "embed"):
@@ -341,7 +341,7 @@ class RemoteBackend:
         Pooling (and Normalize) modules pools to its hidden size."""
         import json
 
-        from ..model_config import config_json, hub_file, read_json_file
+        from ..checkpoint import config_json, hub_file, read_json_file
 
         if self.route != "embed" or self.config.pooler_config is not None:
             return None
@@ -388,7 +388,7 @@ class RemoteBackend:
     def _canary(self) -> TokenizedInput:
         """The fixed input whose answer every endpoint must agree on: token ids spread over the vocabulary (read
         from config.json, so the check needs no tokenizer), and for /score a fixed text pair."""
-        from ..model_config import config_json
+        from ..checkpoint import config_json
 
         config = config_json(self.config.model, self.config.revision) or {}
         vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size") or 1000
@@ -736,7 +736,7 @@ class RemoteBackend:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from ..model_config import load_tokenizer
+            from ..checkpoint import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.config.model, self.config.revision,
                                              trust_remote_code=bool(self.config.trust_remote_code))

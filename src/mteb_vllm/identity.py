@@ -1,0 +1,151 @@
+"""Which weights ran, and under which name and revision a run's numbers are kept.
+
+Why one module: results and the embedding cache must name what computed their numbers the same way, or a
+result filed under one revision is resumed from vectors of another. A local folder is known by the content hash
+of its files (``local-<hash>``), a hub id by the commit its revision resolves to.
+
+Nothing here imports vLLM or torch; huggingface_hub is imported lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+# --- which revision is this ------------------------------------------------------------------------------
+#: Files that do not change what a model computes: left out of a local folder's content hash.
+_IGNORED_SUFFIXES = (".md", ".txt.lock", ".lock")
+#: Remembered file digests (format 2: keyed by file identity, see :func:`_stat_key`).
+_FINGERPRINT_STORE = "file-digests-v2.json"
+#: Hashing that took longer than this is reported (a multi-gigabyte checkpoint is read once per change).
+HASH_NOTICE_SECONDS = 2.0
+
+
+def _load_digest_store(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _stat_key(stat: os.stat_result) -> str:
+    """A file's identity for the digest store: device, inode, size, mtime and ctime, in nanoseconds.
+
+    Why ctime: ``cp -p``, ``rsync -a``, ``tar x`` and ``touch -r`` set size and mtime back to what they were, so
+    new bytes under an old (size, mtime) kept the old digest. No tool can set ctime back: any write, ``chmod``
+    or ``utime`` moves it to "now", so changed contents always get a new key and are hashed again.
+    """
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+
+
+def _file_digest(path: Path, store: dict[str, Any], hashed: list[int]) -> str:
+    stat = path.stat()
+    key = _stat_key(stat)
+    entry = store.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    after = path.stat()
+    value = digest.hexdigest()
+    if _stat_key(after) == key:  # not changed while it was read: safe to remember
+        store[key] = {"sha256": value, "path": str(path.resolve())}
+    hashed.append(stat.st_size)
+    return value
+
+
+def _prune(store: dict[str, Any]) -> dict[str, Any]:
+    """Entries whose file still exists with that identity; the digests of replaced files are dropped."""
+    kept = {}
+    for key, entry in store.items():
+        try:
+            if isinstance(entry, dict) and _stat_key(os.stat(entry["path"])) == key:
+                kept[key] = entry
+        except (OSError, KeyError, TypeError):
+            continue
+    return kept
+
+
+def local_revision(path: str) -> str:
+    """A content hash of a local model folder: ``local-`` and 16 hex digits.
+
+    Why: results of local weights must never be filed under a hub revision they may not be (a fine-tune saved
+    under its base model's name), and two different folders must never share a name. Every file that can
+    change the model's output is hashed (weights, configs, tokenizer, pooling modules); documentation and
+    hidden files are not. A file's digest is remembered in the user cache folder, keyed by the file's device,
+    inode, size, mtime and ctime (:func:`_stat_key`), so a multi-gigabyte checkpoint is read once, not at every
+    start, and is read again whenever its bytes may have changed, even with its old size and mtime restored.
+    """
+    root = Path(os.path.expanduser(path))
+    from .paths import user_cache_dir
+
+    store_path = user_cache_dir() / _FINGERPRINT_STORE
+    store = _load_digest_store(store_path)
+    hashed: list[int] = []
+    started = time.perf_counter()
+    combined = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or file.name.endswith(_IGNORED_SUFFIXES):
+            continue
+        combined.update(f"{rel.as_posix()}\0{_file_digest(file, store, hashed)}\n".encode())
+    seconds = time.perf_counter() - started
+    revision = "local-" + combined.hexdigest()[:16]
+    if hashed:
+        (logger.warning if seconds >= HASH_NOTICE_SECONDS else logger.debug)(
+            "identified %s by its contents: hashed %d changed or new file(s), %.1f GB, in %.1f s (%s; remembered "
+            "until a file changes)", path, len(hashed), sum(hashed) / 1e9, seconds, revision)
+        try:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(_prune(store)))
+            os.replace(tmp, store_path)
+        except OSError:  # a read-only home is no reason to fail; the digest is just computed again next time
+            logger.debug("could not remember file digests in %s", store_path, exc_info=True)
+    return revision
+
+
+def hub_commit(model: str, revision: str | None = None) -> str | None:
+    """The commit a hub id and revision (branch, tag or None for the default branch) resolve to: from the local
+    Hugging Face cache, else asked of the hub (one metadata request, skipped with ``HF_HUB_OFFLINE=1``).
+    None when it cannot be told. A 40-hex ``revision`` is already a commit.
+
+    Why: the engine is then started on that commit and the results name it, so what ran and what is recorded
+    cannot drift apart when a branch moves between the two.
+    """
+    if revision and _COMMIT.match(revision):
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json", revision=revision or "main")
+    except Exception:
+        found = None
+    if isinstance(found, str):
+        parent = Path(found).parent.name
+        if _COMMIT.match(parent):
+            return parent
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(model, revision=revision, timeout=20).sha
+    except Exception as exc:  # no network, private repo without a token, unknown id: the engine will say
+        logger.debug("could not resolve %s@%s to a commit: %s", model, revision, exc)
+        return None
+    return sha if isinstance(sha, str) and _COMMIT.match(sha) else None
