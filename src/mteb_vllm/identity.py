@@ -149,3 +149,18 @@ def hub_commit(model: str, revision: str | None = None) -> str | None:
         logger.debug("could not resolve %s@%s to a commit: %s", model, revision, exc)
         return None
     return sha if isinstance(sha, str) and _COMMIT.match(sha) else None
+
+
+def weights_revision(model: str, revision: str | None) -> str | None:
+    """The revision a model's weights are known by: a local folder's content hash (``local-<hash>``), a hub id's
+    commit, or the revision as given when it cannot be resolved. The client computes it for the model it was
+    given and the server for the model it loaded, with this one function."""
+    from .backends.view import view_source
+    from .checkpoint import is_local_path
+
+    source = view_source(model)
+    if source is not None:  # an engine view of a checkpoint (backends.view): the checkpoint's revision
+        model, revision = source
+    if is_local_path(model):
+        return local_revision(model)
+    return hub_commit(model, revision) or revision

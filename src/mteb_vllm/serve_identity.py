@@ -14,7 +14,8 @@ extension point; ``mteb-vllm serve`` adds it to the command it prints). It honou
 (``--api-key`` / ``VLLM_API_KEY``) as vLLM's own routes do. Client side: :func:`computes` is the part of an
 identity that decides the numbers, and :func:`fleet_marker` names it in results and cache keys.
 
-Imports only the standard library at module level: the server imports it at start, the client without vLLM.
+Imports only the standard library (and :mod:`mteb_vllm.identity`, which does too) at module level: the server
+imports it at start, the client without vLLM.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import hashlib
 import json
 import threading
 from typing import Any
+
+from .identity import weights_revision
 
 #: The route a server started by ``mteb-vllm serve`` answers with its identity.
 IDENTITY_PATH = "/mteb-vllm/identity"
@@ -37,22 +40,6 @@ SCHEMA = 1
 #: share a fleet (their vectors are compared by the canary within the precision's tolerance).
 COMPUTES = ("model", "revision", "dtype", "max_model_len", "runner", "convert", "pooler", "hf_overrides",
             "quantization", "head_dtype")
-
-
-def weights_revision(model: str, revision: str | None) -> str | None:
-    """The revision a model's weights are known by: a local folder's content hash (``local-<hash>``), a hub id's
-    commit, or the revision as given when it cannot be resolved. The client computes it for the model it was
-    given and the server for the model it loaded, with this one function."""
-    from .backends.view import view_source
-    from .checkpoint import is_local_path
-    from .identity import hub_commit, local_revision
-
-    source = view_source(model)
-    if source is not None:  # an engine view of a checkpoint (backends.view): the checkpoint's revision
-        model, revision = source
-    if is_local_path(model):
-        return local_revision(model)
-    return hub_commit(model, revision) or revision
 
 
 def _plain(value: Any) -> Any:

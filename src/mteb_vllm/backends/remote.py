@@ -57,8 +57,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..errors import MtebVllmError, UsageError
+from ..identity import weights_revision
 from ..precision import canonical
-from ..serve_identity import IDENTITY_PATH, SCHEMA, computes, fleet_marker, weights_revision
+from ..serve_identity import IDENTITY_PATH, SCHEMA, computes, fleet_marker
 from .protocol import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
