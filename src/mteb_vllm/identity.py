@@ -164,3 +164,61 @@ def weights_revision(model: str, revision: str | None) -> str | None:
     if is_local_path(model):
         return local_revision(model)
     return hub_commit(model, revision) or revision
+
+
+# --- what the embedding cache keys its namespaces by ------------------------------------------------------
+#: Pass-through engine arguments that decide how work is scheduled, stored or logged, never the numbers: they
+#: stay out of the fingerprint so that tuning them keeps the cache. Every other pass-through argument
+#: (``kv_cache_dtype``, ``load_format``, ``model_impl``, ``code_revision``, ``tokenizer``, ...) is part of it,
+#: including ones this list has never heard of: an unknown argument costs a recomputation, never a wrong vector.
+NEUTRAL_ENGINE_ARGS = frozenset({
+    "block_size", "swap_space", "cpu_offload_gb", "kv_cache_memory_bytes", "num_gpu_blocks_override",
+    "disable_log_stats", "enable_log_requests", "download_dir", "seed", "max_num_partial_prefills",
+    "max_long_partial_prefills", "long_prefill_token_threshold", "enable_chunked_prefill", "scheduling_policy",
+    "pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend", "worker_extension_cls",
+})
+
+
+def fingerprint_fields(info: Any, config: Any, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that decides the numbers a model returns for given token ids.
+
+    From the backend: the model (hub id; a local folder by its content hash alone, so moving the folder keeps
+    its cache), the revision actually loaded (a commit or ``local-<hash>``; never a moving branch), the resolved
+    precision and the context length. From the engine config: quantization, pooling and normalization, the
+    runner conversion, the classifier head overrides and score template, the head's dtype, and every other
+    pass-through engine argument but the scheduling ones (:data:`NEUTRAL_ENGINE_ARGS`).
+
+    ``engine`` is what computes (see :func:`mteb_vllm.backends.cached.engine_identity`): the backend kind, and
+    for the local engine the vLLM and torch versions and the device class, for a fleet its endpoints and the
+    identity it reports. A fleet and the local engine therefore never share entries, even at the same
+    precision, and a vLLM upgrade or another GPU model starts a new namespace.
+    """
+    from .cache_store import FORMAT_VERSION
+
+    revision = getattr(info, "revision", None)
+    local = str(revision or "").startswith("local-")
+    template = getattr(config, "score_template", None)
+    engine_kwargs = dict(getattr(config, "engine_kwargs", None) or {})
+    others = {k: v for k, v in engine_kwargs.items() if k not in NEUTRAL_ENGINE_ARGS and k != "quantization"}
+    # added only when present, so that adding none keeps the fingerprint short and stable
+    extra = {"engine_args": json.dumps(others, sort_keys=True, default=repr)} if others else {}
+    engine = dict(engine if engine is not None else {"backend": str(getattr(info, "kind", "") or "unknown")})
+    return {**extra, **engine,
+        "format": FORMAT_VERSION,
+        "model": "local" if local else str(getattr(info, "model", "")),
+        "revision": revision,
+        "dtype": str(getattr(info, "dtype", "")),
+        "max_model_len": int(getattr(info, "max_model_len", 0) or 0),
+        "truncation": "right",
+        "quantization": engine_kwargs.get("quantization"),
+        "pooler_config": repr(getattr(config, "pooler_config", None)),
+        "convert": getattr(config, "convert", None),
+        "hf_overrides": json.dumps(getattr(config, "hf_overrides", None) or {}, sort_keys=True, default=repr),
+        "head_dtype": getattr(config, "head_dtype", None),
+        "score_template": repr(template) if template is not None else None,
+        **({"output_modules": config.output_modules} if getattr(config, "output_modules", None) else {}),
+    }
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=repr).encode()).hexdigest()[:24]

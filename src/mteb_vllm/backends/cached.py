@@ -38,7 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..cache_store import CacheError, Manifest, Namespace, fingerprint, fingerprint_fields, item_key
+from ..cache_store import CacheError, Manifest, Namespace, item_key
+from ..identity import fingerprint, fingerprint_fields
 from .protocol import BackendInfo, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
