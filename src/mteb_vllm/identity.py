@@ -16,7 +16,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mteb.models import ModelMeta
+
+    from .resolve import ResolvedModel
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +227,30 @@ def fingerprint_fields(info: Any, config: Any, engine: dict[str, Any] | None = N
 
 def fingerprint(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=repr).encode()).hexdigest()[:24]
+
+
+# --- what results are filed under -------------------------------------------------------------------------------
+def results_revision(resolved: ResolvedModel, info: Any) -> str:
+    """The revision a run's results are filed under: a local folder's content hash, else the revision the backend
+    actually loaded (a hub commit), else the one asked for, else mteb's placeholder."""
+    return (resolved.content_revision or getattr(info, "revision", None) or resolved.revision
+            or "no_revision_available")
+
+
+def results_meta(resolved: ResolvedModel, info: Any, dtype: str, settings: dict[str, Any]) -> ModelMeta:
+    """The ``ModelMeta`` mteb files a run's results under: the registry's entry (or an empty one) with the name,
+    the revision (:func:`results_revision`) and ``experiment_kwargs`` naming what changes the scores: the
+    registry's own, the wrapper's ``settings`` (prompts, a context length the user chose ...), the precision
+    computed in, and for a fleet that does not report what it computes its marker (``backend``), the way mteb
+    keeps runs of one model with different settings apart. So results at different precisions or settings are
+    never filed together, and a run is resumed only from its own."""
+    from mteb.models import ModelMeta
+
+    registry = resolved.registry
+    base = registry if registry is not None else ModelMeta.create_empty()
+    experiment = {**dict(base.experiment_kwargs or {}), **settings, "dtype": dtype}
+    marker = (getattr(info, "details", None) or {}).get("results_marker")
+    if marker:  # a fleet that does not report what it computes: its results are filed apart (backends.remote)
+        experiment["backend"] = marker
+    return base.model_copy(deep=True, update={"name": resolved.name, "revision": results_revision(resolved, info),
+                                              "experiment_kwargs": experiment})

@@ -200,23 +200,11 @@ class VllmWrapperBase:
         return cached, True
 
     def _make_meta(self) -> ModelMeta:
-        """The registry's entry (or an empty one), naming what actually ran: the loaded revision and the
-        precision (in ``experiment_kwargs``, the way mteb keeps runs of one model with different settings
-        apart), so results at different precisions are never filed together."""
-        from mteb.models import ModelMeta
+        """The registry's entry (or an empty one), naming what actually ran (:func:`~mteb_vllm.identity.results_meta`):
+        the loaded revision and the precision, so results at different precisions are never filed together."""
+        from .identity import results_meta
 
-        info = getattr(self.backend, "info", None)
-        revision = (self.resolved.content_revision or getattr(info, "revision", None) or self.resolved.revision
-                    or "no_revision_available")
-        dtype = canonical(str(getattr(self.backend, "dtype", self.config.dtype)))
-        registry = self.resolved.registry
-        base = registry if registry is not None else ModelMeta.create_empty()
-        experiment = {**dict(base.experiment_kwargs or {}), **self._experiment_kwargs(), "dtype": dtype}
-        marker = (getattr(info, "details", None) or {}).get("results_marker")
-        if marker:  # a fleet that does not report what it computes: its results are filed apart (backends.remote)
-            experiment["backend"] = marker
-        return base.model_copy(deep=True, update={"name": self.resolved.name, "revision": revision,
-                                                  "experiment_kwargs": experiment})
+        return results_meta(self.resolved, getattr(self.backend, "info", None), self.dtype, self._experiment_kwargs())
 
     @property
     def engine(self) -> Backend:
