@@ -20,7 +20,7 @@ import numpy as np
 from ..config import EngineConfig
 from ..errors import EngineArgumentError, EngineStartError, ForkedEngineError, ModelNotFoundError, missing_vllm_error
 from ..checkpoint import check_model_exists, hf_text_config, is_local_path, load_tokenizer, model_context_length
-from ..identity import hub_commit, local_revision
+from ..identity import weights_revision
 from ..precision import resolve_dtype
 from ..process_state import EnvironGuard, StartGuard, paused_gc
 from ..reaper import Reaper, current_child_pids, engine_child_pids
@@ -140,9 +140,8 @@ class LocalVllmBackend:
         self._dist_files: list[str] = []
         self._config_tp = config.tensor_parallel_size
         model = check_model_exists(config.model)
-        local = is_local_path(model)
-        revision = None if local else (hub_commit(model, config.revision) or config.revision)
-        self.revision = local_revision(model) if local else revision
+        self.revision = weights_revision(model, config.revision)  # a folder's content hash, or the hub commit
+        revision = None if is_local_path(model) else self.revision  # what the engine loads: that very commit
         trust = bool(config.trust_remote_code)
         max_len = config.max_model_len
         if max_len is not None:
