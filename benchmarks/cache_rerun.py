@@ -56,7 +56,7 @@ def _child(name: str, cache_dir: str, out: str) -> None:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("cache_rerun.json")
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "mteb_vllm_bench_cache"))
@@ -66,7 +66,7 @@ def main() -> None:
         return
     import logging
 
-    from mteb_vllm.bench import medians, run_rounds, write_json
+    from harness import medians, run_rounds, write_json
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     runs = run_rounds(__file__, list(BACKENDS), ["--cache-dir", args.cache_dir], repeats=args.repeats)

@@ -75,7 +75,7 @@ def _child(name: str, out: str) -> None:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("e2e_defaults.json")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
@@ -85,7 +85,7 @@ def main() -> None:
         return
     import logging
 
-    from mteb_vllm.bench import medians, run_rounds, write_json
+    from harness import medians, run_rounds, write_json
     from mteb_vllm.workloads import STS_SHAPES, describe_sentences, sts_tasks
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

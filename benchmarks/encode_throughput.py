@@ -67,7 +67,7 @@ def _child(name: str, n: int, out: str) -> None:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("encode_throughput.json")
     parser.add_argument("--n", type=int, default=2000)
@@ -81,7 +81,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from mteb_vllm import default_model_path
-    from mteb_vllm.bench import medians, run_rounds, write_json
+    from harness import medians, run_rounds, write_json
     from mteb_vllm.workloads import variable_texts
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

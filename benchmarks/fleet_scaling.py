@@ -60,7 +60,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("fleet_scaling.json", children=False)
     parser.add_argument("--endpoints", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32])
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=12, help="requests per endpoint per point")
     parser.add_argument("--seconds-per-token", type=float, default=2e-5, help="simulated server compute")
     args = parse_benchmark_args(parser)
-    from mteb_vllm.bench import write_json
+    from harness import write_json
 
     rounds = {n: [] for n in args.endpoints}
     for _ in range(args.repeats):  # interleaved: each round measures every fleet size once

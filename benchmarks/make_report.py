@@ -45,7 +45,7 @@ class Folder:
 
 
 def _cell(stat: dict, digits: int = 1) -> str:
-    """A median with the range of the runs, from :func:`mteb_vllm.bench.medians`."""
+    """A median with the range of the runs, from :func:`harness.medians`."""
     return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}-{stat['max']:.{digits}f})"
 
 

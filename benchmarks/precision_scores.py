@@ -81,7 +81,7 @@ def _child(name: str, out: str, pairs: int | None) -> None:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("precision_scores.json", repeats=1)
     parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=BACKENDS)
@@ -92,7 +92,7 @@ def main() -> None:
         return
     import logging
 
-    from mteb_vllm.bench import medians, run_rounds, write_json
+    from harness import medians, run_rounds, write_json
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     backends = list(dict.fromkeys(["st", *args.backends]))  # the reference is what every delta is measured from

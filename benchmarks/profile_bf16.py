@@ -61,7 +61,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from mteb_vllm import VllmEncoderWrapper, default_model_path
-    from mteb_vllm.bench import write_json
+    from harness import write_json
     from mteb_vllm.flops import matmul_peak_gflops
     from mteb_vllm.checkpoint import model_shape
     from mteb_vllm.workloads import fixed_texts

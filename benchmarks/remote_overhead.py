@@ -64,7 +64,7 @@ def _child(name: str, n: int, out: str) -> None:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("remote_overhead.json")
     parser.add_argument("--n", type=int, default=2000)
@@ -74,7 +74,7 @@ def main() -> None:
         return
     import logging
 
-    from mteb_vllm.bench import medians, run_rounds, write_json
+    from harness import medians, run_rounds, write_json
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     runs = run_rounds(__file__, list(BACKENDS), ["--n", str(args.n)], repeats=args.repeats)

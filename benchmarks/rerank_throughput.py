@@ -110,7 +110,7 @@ def _child(name: str, n: int, model_path: str, out_path: str) -> None:
 
 
 def main() -> None:
-    from mteb_vllm.bench import benchmark_parser, parse_benchmark_args
+    from harness import benchmark_parser, parse_benchmark_args
 
     parser = benchmark_parser("rerank_throughput.json")
     parser.add_argument("--n", type=int, default=2000)
@@ -124,7 +124,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from mteb_vllm.bench import medians, run_rounds, write_json
+    from harness import medians, run_rounds, write_json
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = build_model(args.model_dir)
