@@ -2,13 +2,19 @@
 
 import numpy as np
 
+from mteb_vllm.backends import BackendLayer
 
-class Overflowing:
+
+class Overflowing(BackendLayer):
     """Delegates to a running backend, then writes ``value`` into ``row`` of its output and reports ``dtype``."""
 
     def __init__(self, inner, dtype, row, value=np.inf):
-        self.inner, self.dtype, self.row, self.value = inner, dtype, row, value
-        self.tokenizer, self.max_model_len = inner.tokenizer, inner.max_model_len
+        super().__init__(inner)
+        self._dtype, self.row, self.value = dtype, row, value
+
+    @property
+    def dtype(self):
+        return self._dtype
 
     def pool(self, inputs, task, desc=""):
         out = self.inner.pool(inputs, task, desc=desc)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from mteb_vllm.backends.protocol import BackendInfo, TokenizedInput
+from mteb_vllm.backends.protocol import BackendInfo, BaseBackend, TokenizedInput
 
 
-class HfBackend:
+class HfBackend(BaseBackend):
     kind = "hf"
 
     def __init__(self, config: Any, **options: Any):

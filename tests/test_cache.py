@@ -365,7 +365,13 @@ class _Fleet(_Engine):
 
     def __init__(self, config=None, *, urls=("http://node1:8000",), **kwargs):
         super().__init__(config, **kwargs)
-        self.endpoints = [type("Endpoint", (), {"url": u})() for u in urls]
+        self.urls = tuple(urls)
+
+    @property
+    def info(self):
+        import dataclasses
+
+        return dataclasses.replace(super().info, endpoints=self.urls)  # as RemoteBackend reports its endpoints
 
 
 def _float32():

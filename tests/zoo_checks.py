@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from mteb_vllm.backends import BackendLayer
+
 #: When set, every setup and registry test writes its outcome into this JSON file (scripts/model_support.py).
 OUTCOMES_ENV = "MTEB_VLLM_ZOO_OUTCOMES"
 
@@ -175,7 +177,7 @@ def no_engine_start() -> Iterator[None]:
             setattr(owner, name, original)
 
 
-class SpyBackend:
+class SpyBackend(BackendLayer):
     """A backend that records every input the wrapper hands to the model (``Backend.pool``) and answers with
     FakeBackend's deterministic vectors. Everything else (tokenizer, context length, dtype, revision, and any
     attribute an implementation asks of its backend) comes from the local backend the wrapper would have started,

@@ -202,7 +202,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
                 raise EngineArgumentError(
                     "the shared backend runs another model's sentence-transformers modules; share the engine "
                     "itself: backend=other_wrapper.engine")
-            layer = getattr(layer, "inner", None)
+            layer = layer.inner
         return StModulesBackend(backend, self._st.post_modules)
 
     def _experiment_kwargs(self) -> dict[str, Any]:

@@ -188,9 +188,11 @@ def _run_one(model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: b
 
 
 def _cache_counts(model: Any) -> tuple[int, int] | None:
-    """(cached, computed) so far, when the model's backend is the embedding cache."""
-    stats = getattr(getattr(model, "backend", None), "stats", None)
-    if stats is None or not hasattr(stats, "cached"):
+    """(cached, computed) so far, when the model is one of our wrappers and its backend is the embedding cache."""
+    from .wrapper import VllmWrapperBase
+
+    stats = model.backend.stats if isinstance(model, VllmWrapperBase) else None
+    if stats is None:
         return None
     return stats.cached, stats.computed
 
@@ -208,9 +210,10 @@ def _resolve_precision(model: Any) -> None:
     bfloat16 by the device), so its results are looked up and filed under the precision it computes in.
     Without this, a lazy start inside the first task looked like a precision change: the task was evaluated
     twice and every result was filed under ``dtype_auto``, shared by runs on different GPUs."""
-    start = getattr(model, "start", None)
-    if _dtype(model) == "auto" and callable(start):
-        start()
+    from .wrapper import VllmWrapperBase
+
+    if isinstance(model, VllmWrapperBase) and _dtype(model) == "auto":
+        model.start()
 
 
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:

@@ -54,7 +54,8 @@ class VllmWrapperBase:
             prompts and as the results folder name.
         backend: Where the model runs: "local" (default: an in-process vLLM engine), "remote" (``vllm serve``
             endpoints, see ``endpoints``), "fake" (:class:`mteb_vllm.testing.FakeBackend`), or a running
-            backend object to share (engine arguments are then ignored, and it is not closed by this wrapper).
+            backend to share (a :class:`~mteb_vllm.backends.BaseBackend`, such as ``other_wrapper.engine``; engine
+            arguments are then ignored, and it is not closed by this wrapper).
         endpoints: URLs of ``vllm serve`` endpoints; implies ``backend="remote"``.
         remote_options: :class:`~mteb_vllm.backends.remote.RemoteOptions` for ``endpoints`` (timeouts, API key,
             batch sizes); default: its defaults and environment variables.
@@ -69,6 +70,9 @@ class VllmWrapperBase:
 
     convert: str = "auto"
     mteb_model_meta: ModelMeta | None = None
+    #: The backend stack (cache, the model's layers, the engine); None until it is built.
+    backend: Backend | None = None
+    _owns_backend = False
 
     def __init__(  # noqa: PLR0913
         self,
@@ -146,9 +150,8 @@ class VllmWrapperBase:
         self._task_precision: dict[str, str] = {}
         self.backend, self._owns_backend = self._build_backend(self.config)
         self.mteb_model_meta = self._make_meta()
-        info = getattr(self.backend, "info", None)
-        if info is not None:  # what will compute the numbers, in one line (the CLI shows it with --verbose)
-            logger.info("%s: %s", self.resolved.name, info.describe())
+        # what will compute the numbers, in one line (the CLI shows it with --verbose)
+        logger.info("%s: %s", self.resolved.name, self.backend.info.describe())
 
     # --- hooks for the subclasses ------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -204,28 +207,23 @@ class VllmWrapperBase:
         the loaded revision and the precision, so results at different precisions are never filed together."""
         from .identity import results_meta
 
-        return results_meta(self.resolved, getattr(self.backend, "info", None), self.dtype, self._experiment_kwargs())
+        return results_meta(self.resolved, self.backend.info, self.dtype, self._experiment_kwargs())
 
     @property
     def engine(self) -> Backend:
         """The innermost backend: what computes (the vLLM engine, a fleet, a fake), under the cache and the model's
         own layers. Share it with ``backend=wrapper.engine``."""
-        backend = self.backend
-        while getattr(backend, "inner", None) is not None:
-            backend = backend.inner
-        return backend
+        return self.backend.engine
 
     @property
     def dtype(self) -> str:
         """The precision the backend computes in (resolved, never "auto")."""
-        return canonical(str(getattr(self.backend, "dtype", self.config.dtype)))
+        return canonical(str(self.backend.dtype))
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the backend's engine now if it was created with ``lazy_start=True`` (idempotent)."""
-        start = getattr(self.backend, "start", None)
-        if callable(start):
-            start()
+        self.backend.start()
         self._refresh_meta()
 
     def _refresh_meta(self) -> None:
@@ -247,9 +245,8 @@ class VllmWrapperBase:
 
     def close(self) -> None:
         """Stop the engine this wrapper started (a shared backend stays up). Safe to call twice."""
-        backend = getattr(self, "backend", None)
-        if backend is not None and getattr(self, "_owns_backend", False):
-            backend.close()
+        if self.backend is not None and self._owns_backend:
+            self.backend.close()
 
     cleanup = close  # the name mteb's own wrapper uses
 

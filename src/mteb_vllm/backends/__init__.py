@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineArgumentError
-from .protocol import Backend, BackendInfo, PoolingTask, TokenizedInput
+from .protocol import Backend, BackendInfo, BackendLayer, BaseBackend, PoolingTask, TokenizedInput
 
 if TYPE_CHECKING:
     from ..config import EngineConfig
 
-__all__ = ["Backend", "BackendInfo", "PoolingTask", "TokenizedInput", "BACKENDS", "create_backend",
-           "register_backend", "LocalVllmBackend"]
+__all__ = ["Backend", "BackendInfo", "BackendLayer", "BaseBackend", "PoolingTask", "TokenizedInput", "BACKENDS",
+           "create_backend", "register_backend", "LocalVllmBackend"]
 
 #: Factory name -> "module:attribute" of a callable ``(config: EngineConfig, **options) -> Backend``. Every
 #: factory takes ``lazy: bool`` (start the engine at the first call); "remote" also takes ``endpoints`` and
@@ -58,11 +58,10 @@ def create_backend(backend: str | Backend | None, config: EngineConfig, **option
     else "local".
     """
     if backend is not None and not isinstance(backend, str):
-        missing = [a for a in ("pool", "tokenizer", "max_model_len") if not hasattr(backend, a)]
-        if missing:
+        if not isinstance(backend, BaseBackend):
             raise EngineArgumentError(
-                f"backend must be a backend name ({sorted(BACKENDS)}) or an object with pool/tokenizer/"
-                f"max_model_len; {type(backend).__name__} lacks {missing}")
+                f"backend must be a backend name ({sorted(BACKENDS)}) or a running backend (a "
+                f"mteb_vllm.backends.BaseBackend, such as other_wrapper.engine), not {type(backend).__name__}")
         return backend, False
     name = backend or ("remote" if options.get("endpoints") else "local")
     if name != "remote" and options.get("endpoints"):

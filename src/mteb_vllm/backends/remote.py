@@ -60,7 +60,7 @@ from ..errors import MtebVllmError, UsageError
 from ..identity import weights_revision
 from ..precision import canonical
 from ..serve_identity import IDENTITY_PATH, SCHEMA, computes, fleet_marker
-from .protocol import BackendInfo, PoolingTask, TokenizedInput
+from .protocol import BackendInfo, BaseBackend, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def _run(coro: Any) -> Any:
     return result["value"]
 
 
-class RemoteBackend:
+class RemoteBackend(BaseBackend):
     """Token ids in, vectors and scores out, from ``vllm serve`` endpoints (see the module docstring).
 
     Args:
@@ -760,7 +760,8 @@ class RemoteBackend:
             if not self.verified:
                 details["results_marker"] = self.marker
         return BackendInfo(kind=self.kind, model=self.model, revision=self.revision, dtype=self.dtype,
-                           max_model_len=int(self.max_model_len or 0), details=details)
+                           max_model_len=int(self.max_model_len or 0), details=details,
+                           endpoints=tuple(e.url for e in self.endpoints))
 
     @property
     def started(self) -> bool:

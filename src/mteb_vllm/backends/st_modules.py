@@ -16,13 +16,14 @@ Sitting below the cache, the cache keeps final vectors; the fingerprint names th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
 
 import numpy as np
 
-from .protocol import Backend, BackendInfo, PoolingTask, TokenizedInput
+from .protocol import Backend, BackendInfo, BackendLayer, PoolingTask, TokenizedInput
 
 #: sentence-transformers pooling mode -> vLLM's pooling type, for the modes vLLM computes identically.
 NATIVE_POOLING = {"cls": "CLS", "mean": "MEAN", "lasttoken": "LAST"}
@@ -63,7 +64,7 @@ def describe(modules: list[Any]) -> str:
     return " > ".join(parts)
 
 
-class StModulesBackend:
+class StModulesBackend(BackendLayer):
     """Runs ``modules`` (sentence-transformers module objects, in order) on what ``inner`` computes.
 
     ``inner`` must have been started with the pooling this plan needs (:attr:`engine_pooling`): the wrapper
@@ -71,42 +72,18 @@ class StModulesBackend:
     """
 
     def __init__(self, inner: Backend, modules: list[Any]):
-        self.inner = inner
+        super().__init__(inner)
         self.chain = describe(list(modules))
         self.engine_pooling, self.modules = plan(list(modules))
         self.description = ("vllm " + (self.engine_pooling or "ALL tokens") + (" > " if self.modules else "")
                             + describe(self.modules))
+        self._hidden: int | None = None  # the engine's width, learnt from its first token batch
 
-    # --- the Backend protocol: everything but pool is the engine's -----------------------------------------
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def max_model_len(self) -> int:
-        return self.inner.max_model_len
-
-    @property
-    def dtype(self) -> str:
-        return self.inner.dtype
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
-
+    # --- the Backend protocol: everything but pool and a line of info is the engine's (BackendLayer) -----------
     @property
     def info(self) -> BackendInfo:
         info = self.inner.info
-        return BackendInfo(kind=info.kind, model=info.model, revision=info.revision, dtype=info.dtype,
-                           max_model_len=info.max_model_len, details={**info.details, "pipeline": self.description})
-
-    def __getattr__(self, name: str) -> Any:  # start, started, capacity, stats ... of the engine
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def close(self) -> None:
-        self.inner.close()
+        return dataclasses.replace(info, details={**info.details, "pipeline": self.description})
 
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         if task != "embed":
@@ -151,7 +128,7 @@ class StModulesBackend:
 
     @property
     def _row_budget(self) -> int:
-        hidden = getattr(self, "_hidden", None) or 1024
+        hidden = self._hidden or 1024
         return max(1, TOKEN_BUDGET // hidden)
 
     def _token_batch(self, items: list[TokenizedInput], prompt_length: int | None, desc: str) -> np.ndarray:

@@ -97,9 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_tasks(encoder, tasks, output_folder=output, overwrite=args.overwrite,
                             show_progress_bar=not os.environ.get("MTEB_VLLM_NO_PROGRESS"),
                             workers=plans, worker_kwargs=wrapper_kwargs)
-        backend = encoder.backend
-        if getattr(backend, "start_seconds", 0):
-            print(f"engine started in {backend.start_seconds:.1f} s")
+        if encoder.backend.start_seconds:
+            print(f"engine started in {encoder.backend.start_seconds:.1f} s")
         s = encoder.stats
         if s.seconds:
             print(f"encoded {s.texts} texts ({s.unique_texts} unique, {s.tokens} tokens, {s.truncated} truncated) "
@@ -109,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_rows(headers, [[o.task, o.metric, fmt(o.score), o.dtype or summary.dtype, o.status]
                          + ([_count(o.cached), _count(o.computed)] if cached else []) for o in summary.outcomes])
     print(f"\n{summary.line()}; results in mteb's format under {output.resolve()}")
-    stats = getattr(encoder.backend, "stats", None)
+    stats = encoder.backend.stats
     if stats is not None and (stats.cached or stats.computed):
         print(f"embeddings: {stats.line()} (cache: {cache_dir})")
     for o in summary.failed:

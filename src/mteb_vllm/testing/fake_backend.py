@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.protocol import BackendInfo, PoolingTask, TokenizedInput
+from ..backends.protocol import BackendInfo, BaseBackend, PoolingTask, TokenizedInput
 from ..precision import canonical
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -117,7 +117,7 @@ class PoolCall:
     tokens: int
 
 
-class FakeBackend:
+class FakeBackend(BaseBackend):
     """Deterministic hash-based embeddings and scores (see the module docstring).
 
     Args:
