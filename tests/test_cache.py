@@ -395,8 +395,7 @@ def test_a_fleet_never_fills_the_local_engines_namespace_even_at_the_same_precis
 
 
 def test_a_new_vllm_torch_or_device_is_a_new_namespace_never_a_warning(tmp_path, monkeypatch):
-    from mteb_vllm import device
-    from mteb_vllm.backends import cached
+    from mteb_vllm import device, identity
     from mteb_vllm.backends.protocol import TokenizedInput
 
     inputs = [TokenizedInput([2, 10 + i, 3]) for i in range(20)]
@@ -408,7 +407,7 @@ def test_a_new_vllm_torch_or_device_is_a_new_namespace_never_a_warning(tmp_path,
 
     assert run() == 20 and run() == 0
     assert run(vllm="0.33.0") == 20
-    monkeypatch.setattr(cached, "_version", lambda *dists: "9.9.9" if dists == ("torch",) else "0.32.0")
+    monkeypatch.setattr(identity, "_version", lambda *dists: "9.9.9" if dists == ("torch",) else "0.32.0")
     assert run() == 20
     monkeypatch.setattr(device, "cpu_class", lambda: "cpu x86_64 Other CPU [avx2]")
     assert run() == 20
@@ -784,7 +783,7 @@ def test_entries_stored_after_a_clear_during_the_run_are_kept(tmp_path):
 
 
 def test_a_cached_backend_shared_into_another_cached_wrapper_keeps_the_engines_identity(tmp_path):
-    from mteb_vllm.backends.cached import engine_identity
+    from mteb_vllm.identity import engine_identity
 
     inner = _Engine(_float32())
     shared = CachedBackend(inner, tmp_path / "a", config=_float32())

