@@ -23,8 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 if TYPE_CHECKING:
     from mteb.models import ModelMeta
 
-    from .backends.protocol import Backend
-    from .resolve import ResolvedModel
+    from .backends.protocol import Backend, BackendInfo
 
 logger = logging.getLogger(__name__)
 
@@ -277,14 +276,14 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 
 # --- what results are filed under -------------------------------------------------------------------------------
-def results_revision(resolved: ResolvedModel, info: Any) -> str:
+def results_revision(content_revision: str | None, loaded: str | None, asked: str | None) -> str:
     """The revision a run's results are filed under: a local folder's content hash, else the revision the backend
     actually loaded (a hub commit), else the one asked for, else mteb's placeholder."""
-    return (resolved.content_revision or getattr(info, "revision", None) or resolved.revision
-            or "no_revision_available")
+    return content_revision or loaded or asked or "no_revision_available"
 
 
-def results_meta(resolved: ResolvedModel, info: Any, dtype: str, settings: dict[str, Any]) -> ModelMeta:
+def results_meta(name: str, registry: ModelMeta | None, revision: str, info: BackendInfo, dtype: str,
+                 settings: dict[str, Any]) -> ModelMeta:
     """The ``ModelMeta`` mteb files a run's results under: the registry's entry (or an empty one) with the name,
     the revision (:func:`results_revision`) and ``experiment_kwargs`` naming what changes the scores: the
     registry's own, the wrapper's ``settings`` (prompts, a context length the user chose ...), the precision
@@ -293,11 +292,9 @@ def results_meta(resolved: ResolvedModel, info: Any, dtype: str, settings: dict[
     never filed together, and a run is resumed only from its own."""
     from mteb.models import ModelMeta
 
-    registry = resolved.registry
     base = registry if registry is not None else ModelMeta.create_empty()
     experiment = {**dict(base.experiment_kwargs or {}), **settings, "dtype": dtype}
-    marker = (getattr(info, "details", None) or {}).get("results_marker")
+    marker = info.details.get("results_marker")
     if marker:  # a fleet that does not report what it computes: its results are filed apart (backends.remote)
         experiment["backend"] = marker
-    return base.model_copy(deep=True, update={"name": resolved.name, "revision": results_revision(resolved, info),
-                                              "experiment_kwargs": experiment})
+    return base.model_copy(deep=True, update={"name": name, "revision": revision, "experiment_kwargs": experiment})

@@ -205,9 +205,11 @@ class VllmWrapperBase:
     def _make_meta(self) -> ModelMeta:
         """The registry's entry (or an empty one), naming what actually ran (:func:`~mteb_vllm.identity.results_meta`):
         the loaded revision and the precision, so results at different precisions are never filed together."""
-        from .identity import results_meta
+        from .identity import results_meta, results_revision
 
-        return results_meta(self.resolved, self.backend.info, self.dtype, self._experiment_kwargs())
+        info, resolved = self.backend.info, self.resolved
+        revision = results_revision(resolved.content_revision, info.revision, resolved.revision)
+        return results_meta(resolved.name, resolved.registry, revision, info, self.dtype, self._experiment_kwargs())
 
     @property
     def engine(self) -> Backend:
