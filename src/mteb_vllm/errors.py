@@ -48,6 +48,11 @@ class EngineStartError(MtebVllmError, RuntimeError):
     """vLLM failed to start; the message keeps vLLM's reason and adds the likely fix."""
 
 
+class PreflightError(MtebVllmError, RuntimeError):
+    """A run cannot succeed as configured (found before any engine starts, :mod:`mteb_vllm.preflight`); the
+    message says why and what to do."""
+
+
 class ForkedEngineError(MtebVllmError, RuntimeError):
     """An in-process engine started before ``os.fork()`` was used in the child, where it cannot work."""
 

@@ -37,8 +37,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EngineStartError
-from .preflight import PreflightError
+from .errors import EngineStartError, PreflightError
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .errors import MtebVllmError
+from .errors import PreflightError
 
 logger = logging.getLogger(__name__)
 
-
-class PreflightError(MtebVllmError, RuntimeError):
-    """A run cannot succeed as configured; the message says why and what to do."""
+__all__ = ["PreflightError", "check_engine_fit", "check_model_files", "check_task_data", "check_writable_folder"]
 
 
 def check_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
