@@ -13,55 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from .outcomes import RunSummary, TaskOutcome
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
 
 logger = logging.getLogger(__name__)
-
-Status = Literal["done before", "evaluated", "failed"]
-
-
-@dataclass
-class TaskOutcome:
-    """One task of a run."""
-
-    task: str
-    metric: str
-    status: Status
-    score: float | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    #: Inputs answered from the embedding cache and inputs the engine computed (None without a cache).
-    cached: int | None = None
-    computed: int | None = None
-    #: The precision the task's scores were computed in (tasks of one run differ after a float32 fallback).
-    dtype: str | None = None
-
-
-@dataclass
-class RunSummary:
-    """Every task of a run, in order, with what happened to it."""
-
-    model: str
-    revision: str
-    dtype: str
-    output_folder: Path | None
-    outcomes: list[TaskOutcome] = field(default_factory=list)
-
-    def count(self, status: Status) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
-
-    @property
-    def failed(self) -> list[TaskOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    def line(self) -> str:
-        return (f"{self.count('done before')} task(s) already done, {self.count('evaluated')} evaluated, "
-                f"{self.count('failed')} failed")
 
 
 def completed_result(cache: Any, task: AbsTask, meta: Any) -> Any | None:

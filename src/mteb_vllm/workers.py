@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .runner import TaskOutcome
+from .outcomes import TaskOutcome
 
 logger = logging.getLogger(__name__)
 
