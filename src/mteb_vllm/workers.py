@@ -123,7 +123,7 @@ def _worker_main(plan: WorkerPlan, wrapper_kwargs: dict[str, Any], output_folder
     os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
     _apply_plan(plan)
     from .encoder import VllmEncoderWrapper
-    from .runner import run_tasks
+    from .evaluate import run_serial
 
     try:
         wrapper = VllmEncoderWrapper(lazy_start=True, **wrapper_kwargs)
@@ -139,9 +139,9 @@ def _worker_main(plan: WorkerPlan, wrapper_kwargs: dict[str, Any], output_folder
                 return
             if task is None:
                 return
-            summary = run_tasks(wrapper, [task], output_folder=output_folder, overwrite=overwrite,
-                                show_progress_bar=False)
-            conn.send(("done", asdict(summary.outcomes[0])))
+            outcomes = run_serial(wrapper, [task], output_folder=output_folder, overwrite=overwrite,
+                                  show_progress_bar=False)
+            conn.send(("done", asdict(outcomes[task.metadata.name])))
 
 
 def run_parallel(tasks: list[Any], plans: list[WorkerPlan], wrapper_kwargs: dict[str, Any], *,
