@@ -112,6 +112,15 @@ def cache_dir_arg(args: argparse.Namespace) -> str | None:
     return args.cache_dir or str(default_embedding_cache_dir())
 
 
+def describe_cache(cache_dir: str) -> str:
+    """Where the cache is and how much it holds (the CLI's default cache is never a surprise)."""
+    from ..cache_store import cache_info
+
+    info = cache_info(cache_dir)
+    return (f"cache: {info.folder} ({info.entries:,} entries in {len(info.namespaces)} model namespace(s), "
+            f"{info.bytes / 2**20:,.1f} MiB; --no-cache to compute everything)")
+
+
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--verbose", action="store_true", help="show vLLM's and mteb's logs, and tracebacks")

@@ -9,6 +9,7 @@ from .common import (
     cache_dir_arg,
     cache_parser,
     common_parser,
+    describe_cache,
     engine_kwargs,
     engine_parser,
     fleet_parser,
@@ -66,8 +67,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     check_task_data(tasks)
     cache_dir = cache_dir_arg(args)
     if cache_dir is not None:
-        from .run import describe_cache
-
         engine["cache_dir"] = cache_dir
         print(describe_cache(cache_dir), flush=True)
     if first_stage != BM25:

@@ -12,6 +12,7 @@ from .common import (
     cache_dir_arg,
     cache_parser,
     common_parser,
+    describe_cache,
     engine_kwargs,
     engine_parser,
     fleet_parser,
@@ -50,15 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
-
-
-def describe_cache(cache_dir: str) -> str:
-    """Where the cache is and how much it holds (the CLI's default cache is never a surprise)."""
-    from ..cache_store import cache_info
-
-    info = cache_info(cache_dir)
-    return (f"cache: {info.folder} ({info.entries:,} entries in {len(info.namespaces)} model namespace(s), "
-            f"{info.bytes / 2**20:,.1f} MiB; --no-cache to compute everything)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
