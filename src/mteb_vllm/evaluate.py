@@ -98,7 +98,11 @@ def run_serial(model: Any, tasks: list[AbsTask], *, output_folder: str | Path | 
     """Evaluate ``tasks`` here, one by one, after settling the model's precision; tasks done before are reported
     as such. Returns every task's outcome by name (arguments: see :func:`mteb_vllm.runner.run_tasks`)."""
     cache = results_cache(output_folder)
-    _resolve_precision(model)  # settled before results are looked up under it
+    from .precision import settle
+    from .wrapper import VllmWrapperBase
+
+    if isinstance(model, VllmWrapperBase):
+        settle(model)  # the precision is settled before results are looked up under it
     outcomes, missing = done_before(model, tasks, cache, overwrite=overwrite, on_task=on_task)
     from .backends.cached import refreshing
 
@@ -152,17 +156,6 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
     from .errors import EngineStartError, ModelNotFoundError, NonFiniteOutputError
 
     return (ImportError, MemoryError, EngineStartError, ModelNotFoundError, NonFiniteOutputError)
-
-
-def _resolve_precision(model: Any) -> None:
-    """Start a model whose precision is still "auto" (a lazily started GPU engine: vLLM picks float16 or
-    bfloat16 by the device), so its results are looked up and filed under the precision it computes in.
-    Without this, a lazy start inside the first task looked like a precision change: the task was evaluated
-    twice and every result was filed under ``dtype_auto``, shared by runs on different GPUs."""
-    from .wrapper import VllmWrapperBase
-
-    if isinstance(model, VllmWrapperBase) and dtype_of(model) == "auto":
-        model.start()
 
 
 def _evaluate_one(mteb: Any, model: Any, task: AbsTask, cache: Any, overwrite: bool, progress: bool) -> TaskOutcome:

@@ -33,16 +33,23 @@ here means: the fastest precision the hardware computes natively, never an emula
 An explicit dtype always wins; an explicit emulated one is allowed on CPU, with a warning that says what it
 costs; an explicit bfloat16 on a GPU without it is refused before the start. The precision used is recorded
 with the results (``experiment_kwargs["dtype"]``).
+
+What happens after the start is decided here too: a half precision chosen by "auto" that overflows (NaN/Inf) is
+replaced once by float32, and no task's scores mix two precisions (:class:`PrecisionGuard`, which the wrappers
+call around every backend call); a precision vLLM chooses only when it starts (a GPU without device facts) is
+"unresolved" until then (:func:`unresolved`), and a run starts such an engine before it looks results up
+(:func:`settle`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import EngineArgumentError
+from .errors import EngineArgumentError, NonFiniteOutputError, PrecisionChangedError
 
 if TYPE_CHECKING:
     from .gpu import GpuDevice
@@ -151,3 +158,109 @@ def engine_runs_on_cpu() -> bool:
         return not visible_gpus().devices
     xpu = getattr(torch, "xpu", None)
     return not (xpu is not None and xpu.is_available())
+
+
+def engine_precision(requested: str, *, on_cpu: bool, model: str, revision: str | None,
+                     tensor_parallel_size: int = 1) -> PrecisionChoice:
+    """The precision an engine for ``model`` starts with, known before it starts: :func:`resolve_dtype` for the
+    devices it will use (on a GPU the first ``tensor_parallel_size`` visible ones, read from NVML so CUDA is not
+    initialised here) and, on a GPU, the model type (some are refused in float16)."""
+    devices = None
+    model_type = None
+    if not on_cpu:
+        from .checkpoint import config_json
+        from .gpu import visible_gpus
+
+        devices = visible_gpus().devices[:tensor_parallel_size]
+        model_type = (config_json(model, revision) or {}).get("model_type")
+    return resolve_dtype(requested, on_cpu=on_cpu, devices=devices, model_type=model_type)
+
+
+# --- after the start ------------------------------------------------------------------------------------------
+def unresolved(dtype: str) -> bool:
+    """The engine has not decided its precision yet ("auto": a GPU engine without device facts, before it starts)."""
+    return canonical(str(dtype)) == "auto"
+
+
+def settle(wrapper: Any) -> None:
+    """Start a wrapper whose precision is still unresolved (a lazily started GPU engine: vLLM picks float16 or
+    bfloat16 by the device), so its results are looked up and filed under the precision it computes in.
+    Without this, a lazy start inside the first task looked like a precision change: the task was evaluated
+    twice and every result was filed under ``dtype_auto``, shared by runs on different GPUs."""
+    if unresolved(wrapper.dtype):
+        wrapper.start()
+
+
+def non_finite_rows(values: Any) -> int:
+    """How many rows of ``values`` hold a NaN or Inf."""
+    import numpy as np
+
+    if not values.size or np.isfinite(values).all():
+        return 0
+    return int((~np.isfinite(values)).reshape(values.shape[0], -1).any(axis=1).sum())
+
+
+class PrecisionGuard:
+    """The NaN/Inf policy of one wrapper, around each of its backend calls (:meth:`checked`).
+
+    A half precision chosen by ``dtype="auto"`` that overflows is replaced, once, by float32 on a new engine of the
+    wrapper (a warning says so; results from then on are filed under float32). No task's scores mix the two
+    precisions. A call names the mteb task it belongs to (its subsets and splits share one result file): when
+    earlier calls of that task returned half-precision vectors, :class:`~mteb_vllm.errors.PrecisionChangedError`
+    stops the task, which must be evaluated again (it then runs in float32, as every later task does; the CLI's
+    runner does this by itself); when this is the task's first call, or the call belongs to no task, it is
+    computed again in float32. Otherwise, and if float32 also fails,
+    :class:`~mteb_vllm.errors.NonFiniteOutputError` names the model, the dtype and what to try.
+
+    Args:
+        requested: The dtype the user asked for; only "auto" may fall back.
+        name: The model's name, for messages.
+    """
+
+    def __init__(self, requested: str, name: str):
+        self.requested = canonical(requested)
+        self.name = name
+        #: The fallbacks done so far ("bfloat16->float32"); at most one.
+        self.fallbacks: list[str] = []
+        self._lock = threading.Lock()  # two threads overflowing at once restart the engine once
+        self._tasks: dict[str, str] = {}  # task name -> the precision its calls so far were computed in
+
+    def checked(self, run: Callable[[], tuple[str, Any]], *, current: Callable[[], str],
+                restart: Callable[[int, str, str], None] | None, what: str, task: str | None = None) -> Any:
+        """``run()`` (a backend call: the precision it computed in, and its values), with the policy applied.
+
+        ``current()`` is the precision the wrapper's engine computes in now (another thread may have changed it);
+        ``restart(bad, what, used)`` replaces the engine by a float32 one, or is None when the wrapper cannot
+        (it shares an engine it does not own). ``what`` names the values ("embeddings", "scores")."""
+        used, values = run()
+        bad = non_finite_rows(values)
+        if bad and restart is not None:
+            with self._lock:
+                if used == current() and self._may_fall_back(used):
+                    restart(bad, what, used)
+                    self.fallbacks.append(f"{used}->float32")
+        now = current()
+        if used != now:  # the precision changed: this call overflowed, or another thread's did meanwhile
+            if task is not None and self._tasks.get(task) == used:
+                cause = f"{bad} {what} contain NaN or Inf" if bad else "another call overflowed"
+                raise PrecisionChangedError(
+                    f"{self.name}: the engine switched from {used} to {now} in the middle of task {task} ({cause} "
+                    f"in {used}), after earlier calls of the task had returned {used} vectors. Its scores would mix "
+                    f"two precisions, so the task was stopped: evaluate it again (it now runs in {now}, as every "
+                    "later task does; mteb-vllm run does this by itself).", task=task, previous=used, current=now)
+            used, values = run()
+            bad = non_finite_rows(values)
+        if bad:
+            suggestion = "float32" if used in HALF_PRECISION else "bfloat16 or float32"
+            raise NonFiniteOutputError(
+                f"{self.name}: {bad} {what} contain NaN or Inf with dtype {used}. "
+                + ("The model overflows even in float32: check the checkpoint's weights."
+                   if used == "float32" and self.fallbacks else
+                   f"This is usually an overflow of the dtype; rerun with dtype='{suggestion}'.")
+            )
+        if task is not None:
+            self._tasks[task] = used
+        return values
+
+    def _may_fall_back(self, used: str) -> bool:
+        return self.requested == "auto" and used in HALF_PRECISION and not self.fallbacks

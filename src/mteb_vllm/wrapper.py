@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import EngineConfig, check_path_name
-from .errors import NonFiniteOutputError, PrecisionChangedError, UnsupportedTaskError
-from .precision import HALF_PRECISION, canonical
+from .errors import UnsupportedTaskError
+from .precision import PrecisionGuard, canonical, unresolved
 from .process_state import EnvironGuard
 from .resolve import resolve_model
 from .tokenizing import check_texts
@@ -144,10 +143,7 @@ class VllmWrapperBase:
         self._prepare()  # the subclass's own checks and registry lookups, before any engine starts
         self.config = dataclasses.replace(config, score_template=self._score_template(), **self._engine_settings())
         self.cache_dir = cache_dir
-        self.precision_fallbacks: list[str] = []
-        self._fallback_lock = threading.Lock()
-        #: task name -> the precision its calls so far were computed in (see _pool_checked)
-        self._task_precision: dict[str, str] = {}
+        self._precision = PrecisionGuard(config.dtype, self.resolved.name)
         self.backend, self._owns_backend = self._build_backend(self.config)
         self.mteb_model_meta = self._make_meta()
         # what will compute the numbers, in one line (the CLI shows it with --verbose)
@@ -260,76 +256,38 @@ class VllmWrapperBase:
 
     # --- shared checks ---------------------------------------------------------------------------------
     def _pool_checked(self, compute: Callable[[], np.ndarray], what: str, task: str | None = None) -> np.ndarray:
-        """``compute()`` (a backend call), with the NaN/Inf policy applied.
+        """``compute()`` (a backend call) under the NaN/Inf policy (:class:`~mteb_vllm.precision.PrecisionGuard`):
+        an overflowing half precision chosen by "auto" is replaced once by float32 on a new engine of this wrapper,
+        and ``task``'s scores never mix two precisions."""
+        return self._precision.checked(lambda: self._compute(compute), current=lambda: self.dtype,
+                                       restart=self._fall_back_to_float32 if self._owns_engine else None,
+                                       what=what, task=task)
 
-        A half precision chosen by ``dtype="auto"`` that overflows is replaced, once, by float32 on a new engine
-        of this wrapper (a warning says so; results from then on are filed under float32). No task's scores mix
-        the two precisions. ``task`` names the mteb task the call belongs to (its subsets and splits share one
-        result file): when earlier calls of that task returned half-precision vectors,
-        :class:`PrecisionChangedError` stops the task, which must be evaluated again (it then runs in float32,
-        as every later task does; the CLI's runner does this by itself); when this is the task's first call, or
-        the call belongs to no task, it is computed again in float32. Otherwise, and if float32 also fails,
-        :class:`NonFiniteOutputError` names the model, the dtype and what to try.
-        """
-        used, values = self._compute(compute)
-        bad = self._non_finite_rows(values)
-        if bad:
-            with self._fallback_lock:  # two threads overflowing at once restart the engine once
-                if used == self.dtype and self._can_fall_back():
-                    self._fall_back_to_float32(bad, what, used)
-        if used != self.dtype:  # the precision changed: this call overflowed, or another thread's did meanwhile
-            if task is not None and self._task_precision.get(task) == used:
-                cause = f"{bad} {what} contain NaN or Inf" if bad else "another call overflowed"
-                raise PrecisionChangedError(
-                    f"{self.mteb_model_meta.name}: the engine switched from {used} to {self.dtype} in the middle of "
-                    f"task {task} ({cause} in {used}), after earlier calls of the task had returned {used} "
-                    f"vectors. Its scores would mix two precisions, so the task was stopped: evaluate it again (it "
-                    f"now runs in {self.dtype}, as every later task does; mteb-vllm run does this by itself).",
-                    task=task, previous=used, current=self.dtype)
-            used, values = self._compute(compute)
-            bad = self._non_finite_rows(values)
-        if bad:
-            suggestion = "float32" if used in HALF_PRECISION else "bfloat16 or float32"
-            raise NonFiniteOutputError(
-                f"{self.mteb_model_meta.name}: {bad} {what} contain NaN or Inf with dtype {used}. "
-                + ("The model overflows even in float32: check the checkpoint's weights."
-                   if used == "float32" and self.precision_fallbacks else
-                   f"This is usually an overflow of the dtype; rerun with dtype='{suggestion}'.")
-            )
-        if task is not None:
-            self._task_precision[task] = used
-        return values
+    @property
+    def precision_fallbacks(self) -> list[str]:
+        """The precision fallbacks this wrapper made ("bfloat16->float32"); at most one."""
+        return self._precision.fallbacks
 
     def _compute(self, compute: Callable[[], np.ndarray]) -> tuple[str, np.ndarray]:
         """(the precision the values were computed in, the values). A lazily started engine settles "auto"
         inside its first call; the meta then names what it settled on."""
         used = self.dtype
         values = compute()
-        if used == "auto":
+        if unresolved(used):
             used = self.dtype
         if (self.mteb_model_meta.experiment_kwargs or {}).get("dtype") != self.dtype:
             self._refresh_meta()
         return used, values
 
     def _fall_back_to_float32(self, bad: int, what: str, previous: str) -> None:
+        """The engine in float32 instead of the overflowing ``previous`` (the precision policy decided so)."""
         logger.warning("%s: %d %s contain NaN or Inf in %s (chosen by dtype='auto'); restarting the engine in "
                        "float32. Results from here on are computed in and filed under float32.",
                        self.mteb_model_meta.name, bad, what, previous)
         self.backend.close()
         self.config = dataclasses.replace(self.config, dtype="float32")
         self.backend, self._owns_backend = self._build_backend(self.config)
-        self.precision_fallbacks.append(f"{previous}->float32")
         self._refresh_meta()
-
-    def _can_fall_back(self) -> bool:
-        return (self._owns_engine and canonical(self.config.dtype) == "auto"
-                and self.dtype in HALF_PRECISION and not self.precision_fallbacks)
-
-    @staticmethod
-    def _non_finite_rows(values: np.ndarray) -> int:
-        if not values.size or np.isfinite(values).all():
-            return 0
-        return int((~np.isfinite(values)).reshape(values.shape[0], -1).any(axis=1).sum())
 
     @staticmethod
     def _check_task_name(task_metadata: Any) -> None:

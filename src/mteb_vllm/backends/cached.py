@@ -40,6 +40,7 @@ import numpy as np
 
 from ..cache_store import CacheError, Manifest, Namespace, item_key
 from ..identity import engine_identity, fingerprint, fingerprint_fields
+from ..precision import unresolved
 from .protocol import BackendInfo, BackendLayer, PoolingTask, TokenizedInput
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class CachedBackend(BackendLayer):
         self.fingerprint = ""
         self.namespace: Namespace | None = None
         self._opened = False
-        if not _unresolved(inner.info):
+        if not unresolved(inner.info.dtype):
             self._open()
 
     def _open(self) -> None:
@@ -130,7 +131,7 @@ class CachedBackend(BackendLayer):
         """
         self._opened = True
         info = self.inner.info
-        if _unresolved(info):
+        if unresolved(info.dtype):
             self.start()
             info = self.inner.info
         fields = fingerprint_fields(info, self._config, engine_identity(self.inner))
@@ -222,11 +223,6 @@ class CachedBackend(BackendLayer):
                 self.namespace.close()
             if self.close_inner:
                 self.inner.close()
-
-
-def _unresolved(info: Any) -> bool:
-    """The backend has not decided its precision yet (a GPU engine under "auto" before it starts)."""
-    return str(getattr(info, "dtype", "")) == "auto"
 
 
 class _Pieces:

@@ -21,7 +21,7 @@ from ..config import EngineConfig
 from ..errors import EngineArgumentError, EngineStartError, ForkedEngineError, ModelNotFoundError, missing_vllm_error
 from ..checkpoint import check_model_exists, hf_text_config, is_local_path, load_tokenizer, model_context_length
 from ..identity import weights_revision
-from ..precision import resolve_dtype
+from ..precision import engine_precision
 from ..process_state import EnvironGuard, StartGuard, paused_gc
 from ..reaper import Reaper, current_child_pids, engine_child_pids
 from .protocol import BackendInfo, BaseBackend, PoolingTask, TokenizedInput
@@ -155,7 +155,8 @@ class LocalVllmBackend(BaseBackend):
                 max_len = min(max_len, template.max_length)
         self.on_cpu = engine_runs_on_cpu()
         self._requested_dtype = config.dtype
-        self.precision = self._resolve_precision(config.dtype, model, revision, trust)
+        self.precision = engine_precision(config.dtype, on_cpu=self.on_cpu, model=model, revision=revision,
+                                          tensor_parallel_size=self._config_tp)
         self.config = dataclasses.replace(config, model=model, revision=revision, max_model_len=max_len,
                                           dtype=self.precision.dtype)
         self.model = model
@@ -163,19 +164,6 @@ class LocalVllmBackend(BaseBackend):
         self.dtype = self.precision.dtype
         if not lazy or max_len is None:  # without a known context length, truncation needs the engine
             self.start()
-
-    def _resolve_precision(self, requested: str, model: str, revision: str | None, trust: bool):
-        """The precision policy (:mod:`mteb_vllm.precision`) for the devices this engine will use, known before
-        it starts (on a GPU from NVML, so CUDA is not initialised here)."""
-        devices = None
-        if not self.on_cpu:
-            from ..gpu import visible_gpus
-
-            devices = visible_gpus().devices[:self._config_tp]
-        from ..checkpoint import config_json
-
-        model_type = (config_json(model, revision) or {}).get("model_type") if not self.on_cpu else None
-        return resolve_dtype(requested, on_cpu=self.on_cpu, devices=devices, model_type=model_type)
 
     @property
     def started(self) -> bool:
@@ -230,8 +218,8 @@ class LocalVllmBackend(BaseBackend):
         config.check_engine_kwargs({f.name for f in dataclasses.fields(vllm.EngineArgs)})
         if is_cpu_platform() != self.on_cpu:  # torch and vLLM disagree about the device: vLLM decides
             self.on_cpu = not self.on_cpu
-            self.precision = self._resolve_precision(self._requested_dtype, config.model, config.revision,
-                                                     bool(config.trust_remote_code))
+            self.precision = engine_precision(self._requested_dtype, on_cpu=self.on_cpu, model=config.model,
+                                              revision=config.revision, tensor_parallel_size=self._config_tp)
             self.dtype = self.precision.dtype
             config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
         env: dict[str, str] = {}
