@@ -192,7 +192,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from .flops import matmul_peak_gflops
-    from .checkpoint import model_context_length, model_shape
+    from .checkpoint import context_length, model_shape
     from .precision import cpu_emulation_reason
     from .resolve import resolve_model
 
@@ -224,7 +224,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         return gflops / peaks[dtype]
 
     shape = model_shape(config.model)
-    max_len = model_context_length(config.model) or 512  # config files only: no checkpoint code runs here
+    max_len = context_length(config.model) or 512  # config files only: no checkpoint code runs here
     lengths = {w: _token_lengths(config.model, w, config.n, max_len, trust) for w in workloads}
     jobs = [(b, d) for d in dtypes for b in config.backends]
     for backend, dtype in tqdm(jobs, desc="bench", unit="backend", disable=not progress):

@@ -193,6 +193,48 @@ def usable_positions(model: str, revision: str | None = None) -> int | None:
     return positions
 
 
+def context_length(model: str, revision: str | None = None, *, trust_remote_code: bool = False,
+                   requested: int | None = None, reference: Any = None, template: Any = None) -> int | None:
+    """The context an engine runs ``model`` with: decided here for the wrappers, the in-process engine, a fleet and
+    the engine defaults alike, so truncation before the engine starts (the wrappers, the cache, a lazy start) and
+    the engine agree.
+
+    - ``requested``: the caller's ``max_model_len`` (the local engine checks it against the model);
+    - else, for a model whose reference is sentence-transformers (``reference``: the ``SentenceTransformer`` or
+      ``CrossEncoder`` mteb's loader built): the longest input the reference gives the transformer (its
+      ``max_seq_length``, or a longer per-task or per-call length the model saved), capped at the positions the
+      checkpoint has (:func:`usable_positions`), so the engine is never asked for a context its weights do not
+      cover;
+    - else what vLLM reads from the checkpoint's files (:func:`model_context_length`), capped at a score
+      ``template``'s ``max_length``: the reference never reads past it, and a shorter context also keeps vLLM's KV
+      cache (sized for one max-length sequence) small.
+
+    None when nothing says (the engine then decides when it starts).
+    """
+    if requested:
+        return int(requested)
+    if reference is not None:
+        return _reference_length(reference, model, revision)
+    length = model_context_length(model, trust_remote_code=trust_remote_code, revision=revision)
+    if template is not None and template.max_length and length:
+        length = min(length, template.max_length)
+    return length
+
+
+def _reference_length(st: Any, model: str, revision: str | None) -> int:
+    """The longest input a sentence-transformers reference gives its transformer, capped at the checkpoint's
+    positions (see :func:`context_length`)."""
+    transformer = st.transformer
+    lengths = [int(st.max_seq_length or 0)]
+    for extra in (transformer.query_length, transformer.document_length,
+                  (transformer.processing_kwargs.get("text") or {}).get("max_length")):
+        if isinstance(extra, int) and extra > 0:
+            lengths.append(extra)
+    length = max(lengths)
+    cap = usable_positions(model, revision)
+    return min(length, cap) if cap else length
+
+
 def load_tokenizer(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Any:
     """The Hugging Face tokenizer of ``model`` at ``revision``: what sentence-transformers and mteb's reference
     loaders tokenize with. Every backend hands it to the wrappers, which send token ids, so the engine's own

@@ -12,7 +12,7 @@ import logging
 import os
 
 from .errors import EngineArgumentError
-from .checkpoint import TransformerShape, model_context_length, model_shape
+from .checkpoint import TransformerShape, context_length, model_shape
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _total_ram() -> int:
 
 def cpu_batched_tokens(model: str, *, trust_remote_code: bool, max_model_len: int | None) -> int:
     """The CPU step budget for ``model``: :data:`CPU_MAX_NUM_BATCHED_TOKENS`, or its context if longer."""
-    context = max_model_len or model_context_length(model, trust_remote_code=trust_remote_code)
+    context = context_length(model, trust_remote_code=trust_remote_code, requested=max_model_len)
     return max(CPU_MAX_NUM_BATCHED_TOKENS, context or CPU_MAX_NUM_BATCHED_TOKENS)
 
 
@@ -170,7 +170,7 @@ def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: in
     shape = model_shape(model, trust_remote_code)
     if shape is None:  # unusual config: fall back to a size that fits small and mid-size models
         return 2**30
-    context = max_model_len or model_context_length(model, trust_remote_code=trust_remote_code) or 8192
+    context = context_length(model, trust_remote_code=trust_remote_code, requested=max_model_len) or 8192
     floor = kv_cache_bytes(shape, dtype, context=context, batched_tokens=0)
     wanted = kv_cache_bytes(shape, dtype, context=context, batched_tokens=max_num_batched_tokens)
     return int(max(CPU_KV_CACHE_MIN_BYTES, floor, min(wanted, CPU_KV_CACHE_MAX_FRACTION * _total_ram())))

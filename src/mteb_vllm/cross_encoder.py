@@ -155,13 +155,14 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         activation it saved), the context length sentence-transformers truncates at."""
         if self._st is None:
             return {}
-        from .encoder import _reference_context
+        from .checkpoint import context_length
 
         if self.config.pooler_config is not None:
             raise EngineArgumentError("pooler_config= would replace the cross-encoder's scoring, which mteb-vllm "
                                       "reproduces from its files; drop it")
-        return {"max_model_len": self.config.max_model_len or _reference_context(self._st, self.model_path,
-                                                                                  self.resolved.revision),
+        length = context_length(self.model_path, self.resolved.revision, requested=self.config.max_model_len,
+                                reference=self._st)
+        return {"max_model_len": length,
                 "pooler_config": {"task": "classify", "use_activation": False},
                 "output_modules": f"CrossEncoder activation {self._st.activation_fn!r}, {self._st.num_labels} labels"}
 

@@ -185,8 +185,11 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         native, _ = plan(modules)
         pooler = ({"task": "embed", "pooling_type": native, "use_activation": False} if native else
                   {"task": "token_embed", "pooling_type": "ALL", "use_activation": False})
-        return {"max_model_len": self.config.max_model_len or _reference_context(self._st, self.model_path,
-                                                                                  self.resolved.revision),
+        from .checkpoint import context_length
+
+        length = context_length(self.model_path, self.resolved.revision, requested=self.config.max_model_len,
+                                reference=self._st)
+        return {"max_model_len": length,
                 "pooler_config": pooler, "output_modules": describe(modules)}
 
     def _wrap_engine(self, backend: Any) -> Any:
@@ -397,20 +400,3 @@ def _text_loader(inputs: Any) -> Any:
             raise UnsupportedTaskError(f"this wrapper evaluates text only; the task gives {keys}")
         texts.extend(batch["text"])
     return _loader(check_texts(texts, "input"))
-
-
-def _reference_context(st: Any, model: str, revision: str | None) -> int:
-    """The longest input the reference can give the transformer: sentence-transformers' ``max_seq_length`` (or a
-    longer per-task or per-call length the model saved), capped at the positions the checkpoint has, so the
-    engine is never asked for a context its weights do not cover."""
-    from .checkpoint import usable_positions
-
-    transformer = st.transformer
-    lengths = [int(st.max_seq_length or 0)]
-    for extra in (transformer.query_length, transformer.document_length,
-                  (transformer.processing_kwargs.get("text") or {}).get("max_length")):
-        if isinstance(extra, int) and extra > 0:
-            lengths.append(extra)
-    length = max(lengths)
-    cap = usable_positions(model, revision)
-    return min(length, cap) if cap else length

@@ -357,15 +357,14 @@ def plan_memory(model: str, *, dtype: str, max_model_len: int | None, max_num_ba
     max-length sequence: a pooling request lives for a single step, so more cache only idles.
     """
     from .cpu_defaults import kv_cache_bytes
-    from .checkpoint import model_context_length, model_shape
+    from .checkpoint import context_length, model_shape
 
     shape = model_shape(model, trust_remote_code, revision)
     params = parameter_count(model, trust_remote_code=trust_remote_code, revision=revision)
     if shape is None or params is None:
         return None
     width = _width(dtype)
-    context = max_model_len or model_context_length(model, trust_remote_code=trust_remote_code,
-                                                    revision=revision) or 8192
+    context = context_length(model, revision, trust_remote_code=trust_remote_code, requested=max_model_len) or 8192
     batched = max_num_batched_tokens or max(GPU_DEFAULT_BATCHED_TOKENS, context)
     tp = max(1, tensor_parallel_size)
     kv = kv_cache_bytes(shape, dtype, context=context, batched_tokens=batched)

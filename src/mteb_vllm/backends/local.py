@@ -19,7 +19,14 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..errors import EngineArgumentError, EngineStartError, ForkedEngineError, ModelNotFoundError, missing_vllm_error
-from ..checkpoint import check_model_exists, hf_text_config, is_local_path, load_tokenizer, model_context_length
+from ..checkpoint import (
+    check_model_exists,
+    context_length,
+    hf_text_config,
+    is_local_path,
+    load_tokenizer,
+    model_context_length,
+)
 from ..identity import weights_revision
 from ..precision import engine_precision
 from ..process_state import EnvironGuard, StartGuard, paused_gc
@@ -143,16 +150,10 @@ class LocalVllmBackend(BaseBackend):
         self.revision = weights_revision(model, config.revision)  # a folder's content hash, or the hub commit
         revision = None if is_local_path(model) else self.revision  # what the engine loads: that very commit
         trust = bool(config.trust_remote_code)
-        max_len = config.max_model_len
-        if max_len is not None:
+        if config.max_model_len is not None:
             _check_requested_length(config, model, revision)
-        else:
-            max_len = model_context_length(model, trust_remote_code=trust, revision=revision)
-            template = config.score_template
-            if template is not None and template.max_length and max_len:
-                # The reference never reads past the template's max_length; a shorter context also keeps
-                # vLLM's KV cache (sized for one max-length sequence) small.
-                max_len = min(max_len, template.max_length)
+        max_len = context_length(model, revision, trust_remote_code=trust, requested=config.max_model_len,
+                                 template=config.score_template)
         self.on_cpu = engine_runs_on_cpu()
         self._requested_dtype = config.dtype
         self.precision = engine_precision(config.dtype, on_cpu=self.on_cpu, model=model, revision=revision,

@@ -313,16 +313,11 @@ class RemoteBackend(BaseBackend):
     # --- what the servers must be ------------------------------------------------------------------------
     def _expected_max_len(self) -> int | None:
         """The context the local engine would use (so a fleet truncates as a local run does)."""
-        from ..checkpoint import model_context_length
+        from ..checkpoint import context_length
 
-        if self.config.max_model_len:
-            return int(self.config.max_model_len)
-        length = model_context_length(self.config.model, trust_remote_code=bool(self.config.trust_remote_code),
-                                      revision=self.config.revision)
-        template = self.config.score_template
-        if template is not None and template.max_length and length:
-            length = min(length, template.max_length)
-        return length
+        return context_length(self.config.model, self.config.revision,
+                              trust_remote_code=bool(self.config.trust_remote_code),
+                              requested=self.config.max_model_len, template=self.config.score_template)
 
     def _expected_width(self) -> int | None:
         """The width the engine pools to, when it is sure: the hidden size, for a model whose sentence-transformers
