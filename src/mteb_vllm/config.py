@@ -53,28 +53,50 @@ def _check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> No
         raise EngineArgumentError(f"{name} must be a positive integer or None, got {value!r}")
 
 
+def _engine_arg(default: Any, help: str, *, flag: bool = False, choices: tuple[str, ...] | None = None) -> Any:
+    """A field a user sets (a wrapper keyword argument): its help text, and whether the CLI has a flag for it."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
 @dataclass
 class EngineConfig:
-    """Everything needed to start one vLLM pooling engine.
+    """Everything needed to start one vLLM pooling engine, and the one declaration of the engine arguments.
 
-    ``engine_kwargs`` is the documented pass-through for any other ``vllm.EngineArgs`` field;
-    its keys are checked against ``EngineArgs`` before the engine starts.
+    The fields with help text (:func:`engine_arguments`) are what a user passes to the wrappers by name
+    (``VllmEncoderWrapper(model, dtype="float32", max_model_len=256)``) and, those marked as flags, to the CLI
+    (``--dtype``, ``--max-model-len`` ...); the wrappers' docstring and the CLI's flags are generated from them.
+    ``engine_kwargs`` is the documented pass-through for any other ``vllm.EngineArgs`` field; its keys are
+    checked against ``EngineArgs`` before the engine starts.
     """
 
     model: str
     revision: str | None = None
-    trust_remote_code: bool | None = None
-    dtype: str = "auto"
-    head_dtype: str | None = None
-    max_model_len: int | None = None
-    max_num_batched_tokens: int | None = None
-    max_num_seqs: int | None = None
-    tensor_parallel_size: int = 1
-    enable_prefix_caching: bool | None = None
-    gpu_memory_utilization: float | None = None
-    hf_overrides: dict[str, Any] | None = None
-    pooler_config: Any = None
-    enforce_eager: bool | None = None
+    trust_remote_code: bool | None = _engine_arg(
+        None, "Run modelling code shipped with the checkpoint. Default (None): what mteb's registry loader does for "
+              "known models, False for others; a checkpoint that needs its own code is then refused before any "
+              "engine starts, naming this argument.", flag=True)
+    dtype: str = _engine_arg(
+        "auto", "Compute precision. 'auto': on CPU bfloat16 where the CPU computes it natively (AVX512-BF16/AMX), "
+                "else float32, never an emulated float16; on GPU bfloat16 from compute capability 8.0, else float16. "
+                "If a half precision chosen this way gives NaN/Inf, the engine is restarted in float32 (with a "
+                "warning) and no task mixes the two. The precision used is recorded with the results "
+                "(experiment_kwargs['dtype']).", flag=True, choices=("auto", "float32", "bfloat16", "float16"))
+    head_dtype: str | None = _engine_arg(None, "dtype of the pooling/classifier head ('model' keeps the model dtype).")
+    max_model_len: int | None = _engine_arg(
+        None, "Context length; longer inputs are truncated and counted. Default: the reference's (sentence-"
+              "transformers' max_seq_length), else the checkpoint's.", flag=True)
+    max_num_batched_tokens: int | None = _engine_arg(
+        None, "Tokens per engine step (CPU default: 4096, or the context length if longer).", flag=True)
+    max_num_seqs: int | None = _engine_arg(None, "Sequences per engine step (CPU default: 512).", flag=True)
+    tensor_parallel_size: int = _engine_arg(1, "GPUs (or CPU core groups) to shard the model over.", flag=True)
+    enable_prefix_caching: bool | None = _engine_arg(
+        None, "Reuse the KV cache of shared prefixes (helps long instruction prompts).")
+    gpu_memory_utilization: float | None = _engine_arg(
+        None, "Fraction of device memory given to vLLM (on CPU: of RAM).", flag=True)
+    hf_overrides: dict[str, Any] | None = _engine_arg(None, "Overrides of the Hugging Face config.")
+    pooler_config: Any = _engine_arg(None, "vLLM PoolerConfig (pooling type, normalization).")
+    enforce_eager: bool | None = _engine_arg(
+        None, "Skip torch.compile / CUDA graphs (default on CPU: True, it halves the start time).", flag=True)
     convert: str = "auto"
     #: An LLM reranker's :class:`~mteb_vllm.templates.ScoreTemplate`: the backend turns it into the engine's
     #: score head (``hf_overrides``) and context cap, so no wrapper has to know how an engine does that.
@@ -159,3 +181,26 @@ class EngineConfig:
         args = {k: v for k, v in args.items() if v is not None}
         args.update(self.engine_kwargs)
         return args
+
+
+def engine_arguments() -> list[dataclasses.Field]:
+    """The :class:`EngineConfig` fields a user sets by name, in declaration order (the ones with help text)."""
+    return [f for f in dataclasses.fields(EngineConfig) if f.metadata.get("help")]
+
+
+def split_engine_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the :class:`EngineConfig` fields among a wrapper's keyword arguments, the rest: vLLM pass-through, checked
+    against ``vllm.EngineArgs`` before the engine starts)."""
+    names = {f.name for f in engine_arguments()}
+    return ({k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names})
+
+
+def engine_arguments_doc(indent: str = "        ") -> str:
+    """The engine arguments as the ``Args:`` entries of a docstring (the wrappers' docstring is built from it)."""
+    import textwrap
+
+    lines = []
+    for f in engine_arguments():
+        text = f"{f.name}: {f.metadata['help']}"
+        lines += textwrap.wrap(text, 116 - len(indent), initial_indent=indent, subsequent_indent=indent + "    ")
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import EngineConfig, check_path_name
+from .config import EngineConfig, check_path_name, engine_arguments_doc, split_engine_kwargs
 from .errors import UnsupportedTaskError
 from .precision import PrecisionGuard, canonical, unresolved
 from .process_state import EnvironGuard
@@ -32,23 +32,6 @@ class VllmWrapperBase:
         model: Hugging Face id, local directory, or an mteb ``ModelMeta`` (its name and revision are used).
         revision: Hub revision to load. Default: the revision mteb's registry pins for the model, else the
             hub's default branch. Not allowed for a local folder, which is identified by its content hash.
-        trust_remote_code: Run modelling code shipped with the checkpoint. Default (None): what mteb's
-            registry loader does for known models, False for others.
-        dtype: Compute precision. "auto" (default): on CPU bfloat16 where the CPU computes it natively
-            (AVX512-BF16/AMX), else float32, never an emulated float16; on GPU, vLLM's choice. If a half
-            precision chosen this way gives NaN/Inf, the engine is restarted in float32 (with a warning) and no
-            task mixes the two (see :meth:`_pool_checked`). The precision used is recorded in the results
-            (``experiment_kwargs["dtype"]``).
-        head_dtype: dtype of the pooling/classifier head ("model" keeps the model dtype).
-        max_model_len: Context length; inputs longer than it are truncated (and counted).
-        max_num_batched_tokens, max_num_seqs: Engine step budget (CPU defaults: 4096 tokens or the context
-            length if longer, 512 sequences).
-        tensor_parallel_size: GPUs (or CPU core groups) to shard the model over.
-        enable_prefix_caching: Reuse KV cache of shared prefixes (helps long instruction prompts).
-        gpu_memory_utilization: Fraction of device memory (on CPU, of RAM).
-        hf_overrides: Overrides of the Hugging Face config.
-        pooler_config: vLLM ``PoolerConfig`` (pooling type, normalization).
-        enforce_eager: Skip torch.compile / CUDA graphs (default on CPU: True, it halves start time).
         model_name: The name mteb knows the model by, when ``model`` is a local path; used for registry
             prompts and as the results folder name.
         backend: Where the model runs: "local" (default: an in-process vLLM engine), "remote" (``vllm serve``
@@ -64,7 +47,13 @@ class VllmWrapperBase:
         lazy_start: Start the engine at the first encode/predict call instead of now. Everything that can fail
             before (model files, prompts, arguments) still fails now; a run whose work is all done (resumed
             tasks, a full cache) then never pays for the engine start.
-        **engine_kwargs: Any other ``vllm.EngineArgs`` field, checked before the engine starts.
+        **engine_kwargs: The engine arguments, declared once as the fields of :class:`~mteb_vllm.config.EngineConfig`
+            (and the CLI's engine flags are made from the same declaration):
+
+{engine_arguments}
+
+            and any other ``vllm.EngineArgs`` field, passed through to vLLM (checked before the engine starts; a
+            wrong name gets a "did you mean").
     """
 
     convert: str = "auto"
@@ -73,66 +62,35 @@ class VllmWrapperBase:
     backend: Backend | None = None
     _owns_backend = False
 
-    def __init__(  # noqa: PLR0913
-        self,
-        model: str | ModelMeta,
-        revision: str | None = None,
-        *,
-        trust_remote_code: bool | None = None,
-        dtype: str = "auto",
-        head_dtype: str | None = None,
-        max_model_len: int | None = None,
-        max_num_batched_tokens: int | None = None,
-        max_num_seqs: int | None = None,
-        tensor_parallel_size: int = 1,
-        enable_prefix_caching: bool | None = None,
-        gpu_memory_utilization: float | None = None,
-        hf_overrides: dict[str, Any] | None = None,
-        pooler_config: Any = None,
-        enforce_eager: bool | None = None,
-        model_name: str | None = None,
-        backend: str | Backend | None = None,
-        endpoints: list[str] | None = None,
-        remote_options: Any = None,
-        lazy_start: bool = False,
-        cache_dir: str | os.PathLike[str] | None = None,
-        **engine_kwargs: Any,
-    ):
+    def __init__(self, model: str | ModelMeta, revision: str | None = None, *, model_name: str | None = None,
+                 backend: str | Backend | None = None, endpoints: list[str] | None = None, remote_options: Any = None,
+                 lazy_start: bool = False, cache_dir: str | os.PathLike[str] | None = None, **engine_kwargs: Any):
         # imports and engine starts below set variables; those are put back (other threads' are left alone)
         with EnvironGuard():
-            self._init(model, revision, trust_remote_code=trust_remote_code, dtype=dtype, head_dtype=head_dtype,
-                       max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens,
-                       max_num_seqs=max_num_seqs, tensor_parallel_size=tensor_parallel_size,
-                       enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
-                       hf_overrides=hf_overrides, pooler_config=pooler_config, enforce_eager=enforce_eager,
-                       model_name=model_name, backend=backend, endpoints=endpoints, lazy_start=lazy_start,
-                       cache_dir=cache_dir, remote_options=remote_options, engine_kwargs=engine_kwargs)
+            engine_args, passthrough = split_engine_kwargs(engine_kwargs)
+            self._user_max_model_len = engine_args.get("max_model_len")
+            self.resolved = resolve_model(model, revision, model_name=model_name,
+                                          trust_remote_code=engine_args.pop("trust_remote_code", None))
+            check_path_name(self.resolved.name, "model name")
+            self.model_path = self.resolved.path
+            self.registry_meta = self.resolved.registry
+            config = EngineConfig(  # validated here: a wrong argument fails before anything slow happens
+                model=self.resolved.path, revision=self.resolved.revision,
+                trust_remote_code=self.resolved.trust_remote_code, convert=self.convert, engine_kwargs=passthrough,
+                **engine_args)
+            self._backend_spec = backend
+            self._backend_options: dict[str, Any] = {"endpoints": list(endpoints) if endpoints else None,
+                                                     "lazy": lazy_start, "options": remote_options}
+            self.cache_dir = cache_dir
+            self._set_up(config)
 
-    def _init(self, model: Any, revision: str | None, *, trust_remote_code: bool | None, dtype: str,
-              head_dtype: str | None, max_model_len: int | None, max_num_batched_tokens: int | None,
-              max_num_seqs: int | None, tensor_parallel_size: int, enable_prefix_caching: bool | None,
-              gpu_memory_utilization: float | None, hf_overrides: dict[str, Any] | None, pooler_config: Any,
-              enforce_eager: bool | None, model_name: str | None, backend: Any, endpoints: list[str] | None,
-              lazy_start: bool, cache_dir: Any, remote_options: Any, engine_kwargs: dict[str, Any]) -> None:
-        self._user_max_model_len = max_model_len
-        self.resolved = resolve_model(model, revision, model_name=model_name, trust_remote_code=trust_remote_code)
-        check_path_name(self.resolved.name, "model name")
-        self.model_path = self.resolved.path
-        self.registry_meta = self.resolved.registry
-        config = EngineConfig(  # validated here: a wrong argument fails before anything slow happens
-            model=self.resolved.path, revision=self.resolved.revision,
-            trust_remote_code=self.resolved.trust_remote_code, dtype=dtype, head_dtype=head_dtype,
-            max_model_len=max_model_len, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-            tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
-            gpu_memory_utilization=gpu_memory_utilization, hf_overrides=hf_overrides, pooler_config=pooler_config,
-            enforce_eager=enforce_eager, convert=self.convert, engine_kwargs=dict(engine_kwargs),
-        )
-        self._backend_spec = backend
-        self._backend_options: dict[str, Any] = {"endpoints": list(endpoints) if endpoints else None,
-                                                 "lazy": lazy_start, "options": remote_options}
+    def _set_up(self, config: EngineConfig) -> None:
+        """The model's own checks and settings, then the backend and the meta, before any engine starts where it can
+        (``lazy_start``)."""
+        backend, endpoints = self._backend_spec, self._backend_options["endpoints"]
         if backend in (None, "local", "remote") or endpoints:
-            from .errors import UnsupportedModelError
             from .checkpoint import engine_unsupported
+            from .errors import UnsupportedModelError
 
             why = engine_unsupported(self.resolved.path, self.resolved.revision)
             if why:
@@ -142,7 +100,6 @@ class VllmWrapperBase:
         self.config = config
         self._prepare()  # the subclass's own checks and registry lookups, before any engine starts
         self.config = dataclasses.replace(config, score_template=self._score_template(), **self._engine_settings())
-        self.cache_dir = cache_dir
         self._precision = PrecisionGuard(config.dtype, self.resolved.name)
         self.backend, self._owns_backend = self._build_backend(self.config)
         self.mteb_model_meta = self._make_meta()
@@ -306,3 +263,7 @@ class VllmWrapperBase:
                 )
             texts.extend(batch["text"])
         return check_texts(texts, what)
+
+
+if VllmWrapperBase.__doc__:  # the engine arguments' documentation, from their one declaration (EngineConfig)
+    VllmWrapperBase.__doc__ = VllmWrapperBase.__doc__.replace("{engine_arguments}", engine_arguments_doc(" " * 12))
