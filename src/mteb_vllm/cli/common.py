@@ -8,8 +8,34 @@ from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 
-ENGINE_FLAGS = ("dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
-                "tensor_parallel_size", "enforce_eager", "trust_remote_code")
+def add_engine_flag(group: Any, name: str, **overrides: Any) -> None:
+    """``--<name>`` for the :class:`~mteb_vllm.config.EngineConfig` field ``name``: its type, default, choices and
+    help text come from the field (the one declaration of the engine arguments); ``overrides`` replace them."""
+    import dataclasses
+    import typing
+
+    from ..config import EngineConfig
+
+    field = next(f for f in dataclasses.fields(EngineConfig) if f.name == name)
+    kind = typing.get_type_hints(EngineConfig)[name]
+    kinds = set(typing.get_args(kind)) - {type(None)} or {kind}
+    options: dict[str, Any] = {"default": field.default, "help": field.metadata["help"]}
+    if kinds == {bool}:
+        options["action"] = argparse.BooleanOptionalAction
+    elif kinds <= {int, float}:
+        options["type"] = kinds.pop()
+    options.update(overrides)
+    if field.metadata.get("choices"):
+        options["choices"] = list(field.metadata["choices"])
+        options["help"] += f" Default: {options['default']}."
+    group.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def engine_flags() -> tuple[str, ...]:
+    """The engine arguments the CLI has a flag for (the fields of EngineConfig marked so)."""
+    from ..config import engine_arguments
+
+    return tuple(f.name for f in engine_arguments() if f.metadata.get("flag"))
 
 
 def model_parser(model_help: str) -> argparse.ArgumentParser:
@@ -20,25 +46,20 @@ def model_parser(model_help: str) -> argparse.ArgumentParser:
     g.add_argument("--model-name", help="the name mteb knows a local model by (its registry prompts/template "
                                         "apply; results are filed under it with the folder's content hash)")
     g.add_argument("--revision", help="hub revision to load (default: the one mteb's registry pins, else main)")
-    g.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction, default=None,
-                   help="run modelling code shipped with the checkpoint (default: as mteb's registry loader "
-                        "does for known models, off for others)")
+    add_engine_flag(g, "trust_remote_code")
     return p
 
 
 def engine_parser(default_dtype: str = "auto") -> argparse.ArgumentParser:
-    """The engine's flags (precision, context, step budget, memory, parallelism)."""
+    """The engine's flags (precision, context, step budget, memory, parallelism), made from EngineConfig's fields,
+    and ``--engine-arg`` for any other vLLM engine argument."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("engine")
-    g.add_argument("--dtype", default=default_dtype, choices=["auto", "float32", "bfloat16", "float16"],
-                   help="compute precision (auto: bfloat16 on CPUs with native bf16, else float32; "
-                        f"on GPUs bfloat16 from compute capability 8.0, else float16; default {default_dtype})")
-    g.add_argument("--max-model-len", type=int, help="context length; longer inputs are truncated and counted")
-    g.add_argument("--max-num-seqs", type=int)
-    g.add_argument("--max-num-batched-tokens", type=int)
-    g.add_argument("--gpu-memory-utilization", type=float, help="fraction of device memory (on CPU: of RAM)")
-    g.add_argument("--tensor-parallel-size", type=int, default=1)
-    g.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    for name in engine_flags():
+        if name == "dtype":
+            add_engine_flag(g, name, default=default_dtype)
+        elif name != "trust_remote_code":  # a model flag (model_parser)
+            add_engine_flag(g, name)
     g.add_argument("--engine-arg", action="append", dest="engine_args", metavar="KEY=VALUE", default=[],
                    help="any other vllm.EngineArgs field, e.g. model_impl=transformers (VALUE is read as JSON when "
                         "it parses, else as text); repeatable")
@@ -129,7 +150,7 @@ def common_parser() -> argparse.ArgumentParser:
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Engine and model flags as wrapper keyword arguments (unset ones left out)."""
-    out = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in engine_flags() if getattr(args, k, None) is not None}
     out.update(parse_engine_args(getattr(args, "engine_args", None) or []))
     if getattr(args, "revision", None):
         out["revision"] = args.revision

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_ERROR, EXIT_OK, common_parser, engine_kwargs, engine_parser
+from .common import EXIT_ERROR, EXIT_OK, add_engine_flag, common_parser, engine_kwargs, engine_parser
 
 
 def _template_names() -> list[str]:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--template", choices=_template_names(), help="LLM reranker score template (classify)")
     srv.add_argument("--revision")
     srv.add_argument("--model-name", help="the name mteb knows a local model by")
-    srv.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction, default=None)
+    add_engine_flag(srv, "trust_remote_code")
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only; "
                                                           "0.0.0.0 for a fleet)")
     srv.add_argument("--port", type=int, default=8000)
