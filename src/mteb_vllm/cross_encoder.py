@@ -106,10 +106,9 @@ class VllmCrossEncoderWrapper(VllmWrapperBase):
         versions saved it), the label count, the context length and the pair tokenization."""
         from mteb.models.sentence_transformer_wrapper import CrossEncoderWrapper
 
-        from .encoder import model_files
         from .errors import UnsupportedModelError
         from .process_state import paused_gc
-        from .reference import build_reference
+        from .reference import build_reference, model_files
 
         path = model_files(self.model_path, self.resolved.revision, self._backend_spec, self._backend_options)
         with paused_gc():

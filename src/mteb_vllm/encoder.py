@@ -22,10 +22,10 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 
 from .backends.protocol import TokenizedInput
-from .wrapper import VllmWrapperBase
 from .errors import EngineArgumentError, InvalidInputError, UnsupportedModelError, UnsupportedTaskError
 from .process_state import frozen_heap, paused_gc
 from .tokenizing import check_texts
+from .wrapper import VllmWrapperBase
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -151,7 +151,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
     def _model_files(self) -> str:
         """Where the stand-in reads the model's files: the model itself, or, for a fake backend and a name with
         no files anywhere, the fake's own weightless folder (so tests of the wrapper need no checkpoint)."""
-        from .checkpoint import hub_file
+        from .reference import model_files
 
         return model_files(self.model_path, self.resolved.revision, self._backend_spec, self._backend_options)
 
@@ -355,20 +355,6 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         if dim is None:
             dim = int(np.asarray(self._st.encode(["a"], prompt="", convert_to_numpy=True)).shape[1])
         return int(dim)
-
-
-def model_files(path: str, revision: str | None, backend: Any, options: dict[str, Any]) -> str:
-    """Where the stand-in reads the model's files: the model itself; or, for a backend of the caller's own (a
-    fake, a test double) and a name that has files nowhere, :func:`~mteb_vllm.testing.fake_model_folder`, so the
-    wrappers' logic can be tested with any name and no checkpoint. A real engine or a fleet needs real files."""
-    from .checkpoint import hub_file
-
-    real_engine = backend in (None, "local", "remote") or bool(options.get("endpoints"))
-    if real_engine or hub_file(path, "config.json", revision) is not None:
-        return path
-    from .testing.fake_backend import fake_model_folder
-
-    return fake_model_folder()
 
 
 def _loader(texts: list[str]) -> Any:

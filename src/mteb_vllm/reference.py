@@ -109,6 +109,20 @@ def _loader_name(loader: Any) -> str:
     return getattr(loader, "__qualname__", None) or getattr(loader, "__name__", None) or type(loader).__name__
 
 
+def model_files(path: str, revision: str | None, backend: Any, options: dict[str, Any]) -> str:
+    """Where the stand-in reads the model's files: the model itself; or, for a backend of the caller's own (a
+    fake, a test double) and a name that has files nowhere, :func:`~mteb_vllm.testing.fake_model_folder`, so the
+    wrappers' logic can be tested with any name and no checkpoint. A real engine or a fleet needs real files."""
+    from .checkpoint import hub_file
+
+    real_engine = backend in (None, "local", "remote") or bool(options.get("endpoints"))
+    if real_engine or hub_file(path, "config.json", revision) is not None:
+        return path
+    from .testing.fake_backend import fake_model_folder
+
+    return fake_model_folder()
+
+
 def build_reference(meta: ModelMeta | None, model_path: str, revision: str | None, *, cross_encoder: bool = False,
                     trust_remote_code: bool = False, engine: bool = True) -> Reference:
     """Build the reference model as ``mteb.get_model`` would, over the vLLM stand-ins.
