@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from mteb_vllm import reaper
@@ -16,7 +17,7 @@ def _zombie() -> subprocess.Popen:
     proc = subprocess.Popen(["true"])
     deadline = time.monotonic() + 30
     while True:
-        if reaper._stat_fields(proc.pid)[0] == "Z":
+        if psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE:
             return proc
         assert time.monotonic() < deadline, "the child did not exit"
         time.sleep(0.01)

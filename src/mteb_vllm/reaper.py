@@ -5,9 +5,9 @@ start, and on GPUs) the engine core and its workers are separate processes holdi
 process that started them is killed with SIGKILL, nothing tells them: they were seen spinning for an hour,
 reparented to PID 1, with 1.5 GB each. vLLM's engine core does not watch its parent.
 
-A :class:`Reaper` is a tiny sidecar process (standard library only, so it starts in milliseconds) that holds
-the read end of a pipe whose write end only the parent has. When the parent exits in any way, the pipe
-reaches end-of-file; unless the parent said "done" first (an orderly shutdown, which stops the engine
+A :class:`Reaper` is a tiny sidecar process (the standard library and psutil, so it starts in milliseconds)
+that holds the read end of a pipe whose write end only the parent has. When the parent exits in any way, the
+pipe reaches end-of-file; unless the parent said "done" first (an orderly shutdown, which stops the engine
 itself), the reaper terminates the engine processes it was told about (SIGTERM, then SIGKILL after a grace
 period), removes the folder of vLLM's IPC socket files and the temp files it was told about (the
 ``$TMPDIR/vllm_dist_<uuid>`` rendezvous file vLLM deletes only on an orderly shutdown).
@@ -26,6 +26,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -90,43 +92,27 @@ class Reaper:
 
 def engine_child_pids(before: set[int]) -> list[int]:
     """This process's descendants that were not there in ``before`` (the engine's processes)."""
-    try:
-        import psutil
-    except ImportError:  # psutil comes with vLLM; without it, nothing can be watched
-        return []
-    children = psutil.Process().children(recursive=True)
-    return [p.pid for p in children if p.pid not in before]
+    return [p.pid for p in psutil.Process().children(recursive=True) if p.pid not in before]
 
 
 def current_child_pids() -> set[int]:
-    try:
-        import psutil
-    except ImportError:
-        return set()
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def _alive(pid: int) -> bool:
     """Whether ``pid`` still runs. A zombie (it has exited and waits for its parent to collect it) counts as gone.
 
-    Why not ``os.kill(pid, 0)`` alone: it succeeds on zombies. Engine processes killed here stay zombies until
+    Why not ``os.kill(pid, 0)``: it succeeds on zombies. Engine processes killed here stay zombies until
     their parent collects them, and orphans reparented to PID 1 can wait seconds for that (a container's init
     collects them when it gets round to it), so a zombie-blind check sat out the whole SIGTERM grace period and
     then the SIGKILL one: about 6 s of a killed CLI (or of this sidecar) spent waiting on processes already dead.
     """
     try:
-        return _stat_fields(pid)[0] not in ("Z", "X")
-    except FileNotFoundError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:  # gone (a zombie psutil cannot read is one too)
         return False
-    except (OSError, IndexError):  # no /proc (not Linux): fall back to the signal check
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    except psutil.AccessDenied:  # another user's process: it exists
         return True
-    return True
 
 
 def terminate(pids: list[int]) -> None:
@@ -144,32 +130,12 @@ def terminate(pids: list[int]) -> None:
             return
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the command name (state, parent PID, ...); raises OSError."""
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        return fh.read().decode(errors="replace").rsplit(")", 1)[1].split()
-
-
 def _descendants(root: int) -> set[int]:
-    """Every live descendant of ``root``, from /proc (Linux); empty elsewhere."""
-    parents: dict[int, int] = {}
+    """Every live descendant of ``root``; empty when ``root`` is gone."""
     try:
-        entries = os.listdir("/proc")
-    except OSError:
+        return {p.pid for p in psutil.Process(root).children(recursive=True)}
+    except psutil.NoSuchProcess:
         return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            parents[int(entry)] = int(_stat_fields(int(entry))[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
-        found |= frontier
-    return found
 
 
 def _main(argv: list[str]) -> int:
