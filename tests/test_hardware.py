@@ -42,7 +42,43 @@ def test_step_budget_and_kv_cache_follow_the_model(minilm_path):
     assert hardware.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=8192) == 8192
     size = hardware.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
                                        max_num_batched_tokens=4096, dtype="float32")
-    assert hardware.CPU_KV_CACHE_MIN_BYTES <= size <= hardware.CPU_KV_CACHE_MAX_FRACTION * hardware._total_ram()
+    assert hardware.CPU_KV_CACHE_MIN_BYTES <= size <= hardware.CPU_KV_CACHE_MAX_FRACTION * hardware.usable_memory()
+
+
+def _cgroup(tmp_path, self_cgroup: str, files: dict[str, str]):
+    """A fake cgroup mount under ``tmp_path`` and a fake /proc/self/cgroup; the limit read from them."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "self").write_text(self_cgroup)
+    return hardware.cgroup_memory_limit(tmp_path, tmp_path / "self")
+
+
+def test_the_cgroup_memory_limit_is_read_for_v2_and_v1(tmp_path):
+    assert _cgroup(tmp_path / "a", "0::/\n", {"memory.max": f"{2 * 2**30}\n"}) == 2 * 2**30  # a container's own
+    assert _cgroup(tmp_path / "b", "0::/\n", {"memory.max": "max\n"}) is None
+    # the process's own cgroup and its ancestors: the smallest limit on the way up counts
+    nested = {"jobs/memory.max": "3000000000", "jobs/run7/memory.max": "max"}
+    assert _cgroup(tmp_path / "c", "0::/jobs/run7\n", nested) == 3_000_000_000
+    v1 = {"memory/memory.limit_in_bytes": "9223372036854771712", "memory/pa/x/memory.limit_in_bytes": "1073741824"}
+    assert _cgroup(tmp_path / "d", "4:memory:/pa/x\n0::/\n", v1) == 2**30
+    assert _cgroup(tmp_path / "e", "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712"}) is None
+    assert _cgroup(tmp_path / "f", "0::/\n", {}) is None  # no cgroup files at all (not Linux, no mount)
+
+
+def test_a_containers_memory_limit_sizes_the_kv_cache_not_the_hosts_ram(tmp_path, monkeypatch, minilm_path):
+    """Issue 19: the CPU KV cache was capped at a quarter of the host's RAM, so a container with less memory than
+    the host gave its engine more than it may use. The cap now follows the container's memory.max."""
+    limit = 2 * 2**30
+    (tmp_path / "memory.max").write_text(str(limit))
+    (tmp_path / "self").write_text("0::/\n")
+    real = hardware.cgroup_memory_limit
+    monkeypatch.setattr(hardware, "cgroup_memory_limit", lambda: real(tmp_path, tmp_path / "self"))
+    assert hardware.usable_memory() == limit  # less than this machine's RAM
+    size = hardware.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
+                                       max_num_batched_tokens=1_000_000, dtype="float32")
+    assert size == hardware.CPU_KV_CACHE_MAX_FRACTION * limit
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -306,9 +306,9 @@ def machine_info() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    from .cpu_defaults import available_cores, _total_ram
+    from .cpu_defaults import available_cores, usable_memory
 
-    return {"cpu": cpu, "cores": len(available_cores()), "ram_gib": round(_total_ram() / 2**30, 1),
+    return {"cpu": cpu, "cores": len(available_cores()), "ram_gib": round(usable_memory() / 2**30, 1),
             "platform": platform.platform(), "python": platform.python_version()}
 
 

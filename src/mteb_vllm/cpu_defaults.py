@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from .errors import EngineArgumentError
 from .checkpoint import TransformerShape, context_length, model_shape
@@ -137,11 +138,55 @@ CPU_KV_CACHE_MIN_BYTES = 256 * 2**20
 CPU_KV_CACHE_MAX_FRACTION = 0.25
 
 
-def _total_ram() -> int:
+#: cgroup v1 writes "no limit" as the largest page-aligned 64-bit value; a limit this large is none.
+_NO_LIMIT = 2**60
+
+
+def cgroup_memory_limit(root: str | Path = "/sys/fs/cgroup",
+                        self_cgroup: str | Path = "/proc/self/cgroup") -> int | None:
+    """The memory limit of this process's cgroup (a container's limit), in bytes, or None when none is set.
+
+    cgroup v2: ``memory.max`` of the cgroup ``self_cgroup`` names and of each of its ancestors up to ``root``
+    (in a container with its own cgroup namespace that is ``/sys/fs/cgroup/memory.max`` itself); cgroup v1:
+    ``memory.limit_in_bytes`` the same way under the memory controller's folder. The smallest counts: a parent's
+    limit bounds its children. "max" and v1's "unlimited" are no limit.
+    """
+    root = Path(root)
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 16 * 2**30
+        lines = Path(self_cgroup).read_text().splitlines()
+    except OSError:
+        lines = ["0::/", "1:memory:/"]  # no /proc: the mount's own limits
+    files = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and not controllers:
+            folder, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            folder, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        cgroup = Path(path.strip().lstrip("/"))
+        files += [folder / level / name for level in (cgroup, *cgroup.parents)]
+    limits = []
+    for file in files:
+        try:
+            text = file.read_text().strip()
+        except OSError:  # not this cgroup version, or no limit file at this level
+            continue
+        if text.isdigit() and int(text) < _NO_LIMIT:
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def usable_memory() -> int:
+    """The memory this process may use, in bytes: the machine's RAM (psutil), or its cgroup's limit when that is
+    smaller. Why: in a container the host's RAM says nothing about what the engine may take; sized by it, an
+    engine is killed by the container's OOM killer instead of starting with a smaller KV cache."""
+    import psutil
+
+    total = int(psutil.virtual_memory().total)
+    limit = cgroup_memory_limit()
+    return min(total, limit) if limit else total
 
 
 def cpu_batched_tokens(model: str, *, trust_remote_code: bool, max_model_len: int | None) -> int:
@@ -165,7 +210,8 @@ def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: in
     Why not vLLM's fraction of RAM: on CPU it subtracts this process's whole RSS from the fraction, so a
     second engine in the same process (an encoder and a reranker, or a test session) is refused even with
     gigabytes free. The size here is :func:`kv_cache_bytes`, at least :data:`CPU_KV_CACHE_MIN_BYTES` and at
-    most a quarter of RAM (but never less than one max-length sequence).
+    most a quarter of the memory this process may use (:func:`usable_memory`; but never less than one max-length
+    sequence).
     """
     shape = model_shape(model, trust_remote_code)
     if shape is None:  # unusual config: fall back to a size that fits small and mid-size models
@@ -173,4 +219,4 @@ def cpu_kv_cache_bytes(model: str, *, trust_remote_code: bool, max_model_len: in
     context = context_length(model, trust_remote_code=trust_remote_code, requested=max_model_len) or 8192
     floor = kv_cache_bytes(shape, dtype, context=context, batched_tokens=0)
     wanted = kv_cache_bytes(shape, dtype, context=context, batched_tokens=max_num_batched_tokens)
-    return int(max(CPU_KV_CACHE_MIN_BYTES, floor, min(wanted, CPU_KV_CACHE_MAX_FRACTION * _total_ram())))
+    return int(max(CPU_KV_CACHE_MIN_BYTES, floor, min(wanted, CPU_KV_CACHE_MAX_FRACTION * usable_memory())))
