@@ -173,3 +173,31 @@ def test_a_backend_object_outside_the_protocol_is_refused_with_what_to_do():
 
     with pytest.raises(EngineArgumentError, match="mteb_vllm.backends.BaseBackend"):
         create_backend(DuckTyped(), EngineConfig(model="m"))
+
+
+# --- ARCHITECTURE.md ------------------------------------------------------------------------------------------------
+ROOT = PACKAGE.parent.parent
+#: Paths named in the document relative to the repository rather than to the package.
+_REPO_FOLDERS = ("benchmarks/", "tests/", "scripts/")
+
+
+def _named_paths(text: str) -> set[str]:
+    """Every `...py` path the document names in backticks."""
+    import re
+
+    return set(re.findall(r"`([\w./]+\.py)`", text))
+
+
+def test_architecture_md_names_every_module_and_only_modules_that_exist():
+    named = _named_paths((ROOT / "ARCHITECTURE.md").read_text())
+    modules = {path.relative_to(PACKAGE).as_posix() for path in _modules().values()}
+    missing = sorted(modules - named)
+    assert not missing, f"ARCHITECTURE.md has no paragraph for {missing}: add one (what it holds, why it is separate)"
+    stale = sorted(p for p in named if not ((ROOT / p) if p.startswith(_REPO_FOLDERS) else (PACKAGE / p)).is_file())
+    assert not stale, f"ARCHITECTURE.md names modules that do not exist: {stale}"
+
+
+def test_the_architecture_check_sees_a_missing_and_a_stale_module():
+    """The negative control: the path extraction is what the test above relies on."""
+    text = "- `wrapper.py`: ...\n- `backends/local.py` and `old_module.py`; `benchmarks/harness.py`, `the x.py file`"
+    assert _named_paths(text) == {"wrapper.py", "backends/local.py", "old_module.py", "benchmarks/harness.py"}
