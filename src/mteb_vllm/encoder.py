@@ -302,7 +302,7 @@ class VllmEncoderWrapper(AbsEncoder, VllmWrapperBase):
         """Embed final strings (no prompt is added): the model's tokenization, engine and modules.
 
         ``task``: the mteb task the texts belong to, so a precision fallback never mixes two precisions in one
-        task's scores (see :meth:`~mteb_vllm.wrapper.VllmWrapperBase._pool_checked`).
+        task's scores (see :class:`~mteb_vllm.precision.PrecisionGuard`).
         Returns float32 [len(texts), dim] in input order, also for an empty list.
         """
         texts = check_texts(list(texts), "text")

@@ -5,7 +5,8 @@ possible to kill it and start it again without redoing finished tasks, to see wh
 and to keep the results of the tasks that worked when one task's dataset fails. mteb's "only-missing"
 strategy does the resuming; this loop adds the per-task outcome, the per-task error record, and the re-run of
 a task the wrapper stopped because its precision changed in the middle (:class:`~mteb_vllm.errors.
-PrecisionChangedError`, see ``VllmWrapperBase._pool_checked``), so no task's scores mix two precisions.
+PrecisionChangedError`, see :class:`~mteb_vllm.precision.PrecisionGuard`), so no task's scores mix two
+precisions.
 
 :func:`run_serial` is what a run in this process does and what each worker process does with the tasks it is
 handed (:mod:`mteb_vllm.workers`); :func:`mteb_vllm.runner.run_tasks` chooses between the two.
