@@ -145,7 +145,6 @@ class LocalVllmBackend(BaseBackend):
         self._reaper: Reaper | None = None
         self._ipc_dir: str | None = None
         self._dist_files: list[str] = []
-        self._config_tp = config.tensor_parallel_size
         model = check_model_exists(config.model)
         self.revision = weights_revision(model, config.revision)  # a folder's content hash, or the hub commit
         revision = None if is_local_path(model) else self.revision  # what the engine loads: that very commit
@@ -157,7 +156,7 @@ class LocalVllmBackend(BaseBackend):
         self.on_cpu = engine_runs_on_cpu()
         self._requested_dtype = config.dtype
         self.precision = engine_precision(config.dtype, on_cpu=self.on_cpu, model=model, revision=revision,
-                                          tensor_parallel_size=self._config_tp)
+                                          tensor_parallel_size=config.tensor_parallel_size)
         self.config = dataclasses.replace(config, model=model, revision=revision, max_model_len=max_len,
                                           dtype=self.precision.dtype)
         self.model = model
@@ -220,7 +219,8 @@ class LocalVllmBackend(BaseBackend):
         if is_cpu_platform() != self.on_cpu:  # torch and vLLM disagree about the device: vLLM decides
             self.on_cpu = not self.on_cpu
             self.precision = engine_precision(self._requested_dtype, on_cpu=self.on_cpu, model=config.model,
-                                              revision=config.revision, tensor_parallel_size=self._config_tp)
+                                              revision=config.revision,
+                                              tensor_parallel_size=config.tensor_parallel_size)
             self.dtype = self.precision.dtype
             config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
         env: dict[str, str] = {}
