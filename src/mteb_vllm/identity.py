@@ -1,8 +1,15 @@
 """Which weights ran, and under which name and revision a run's numbers are kept.
 
 Why one module: results and the embedding cache must name what computed their numbers the same way, or a
-result filed under one revision is resumed from vectors of another. A local folder is known by the content hash
-of its files (``local-<hash>``), a hub id by the commit its revision resolves to.
+result filed under one revision is resumed from vectors of another. Three parts:
+
+- the weights: a local folder is known by the content hash of its files (:func:`local_revision`, digests
+  remembered per file), a hub id by the commit its revision resolves to (:func:`hub_commit`); a server and its
+  clients name them with the same function (:func:`weights_revision`);
+- the results: the revision and ``experiment_kwargs`` mteb files a run under (:func:`results_meta`);
+- the cache: what computed a backend's numbers (:func:`engine_identity`) and the fingerprint of everything that
+  decides them (:func:`fingerprint_fields`), which names a cache namespace. Changing a field's value changes
+  every fingerprint (existing caches are then not found, never misread).
 
 Nothing here imports vLLM or torch; huggingface_hub is imported lazily.
 """
