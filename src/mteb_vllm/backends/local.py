@@ -146,7 +146,6 @@ class LocalVllmBackend:
         self._reaper: Reaper | None = None
         self._ipc_dir: str | None = None
         self._dist_files: list[str] = []
-        self._config_tp = config.tensor_parallel_size
         model = check_model_exists(config.model)
         local = is_local_path(model)
         revision = None if local else (hub_commit(model, config.revision) or config.revision)
@@ -164,7 +163,7 @@ class LocalVllmBackend:
                 max_len = min(max_len, template.max_length)
         self.on_cpu = engine_runs_on_cpu()
         self._requested_dtype = config.dtype
-        self.precision = self._resolve_precision(config.dtype, model, revision, trust)
+        self.precision = self._resolve_precision(config.dtype, model, revision, config.tensor_parallel_size)
         self.config = dataclasses.replace(config, model=model, revision=revision, max_model_len=max_len,
                                           dtype=self.precision.dtype)
         self.model = model
@@ -173,18 +172,17 @@ class LocalVllmBackend:
         if not lazy or max_len is None:  # without a known context length, truncation needs the engine
             self.start()
 
-    def _resolve_precision(self, requested: str, model: str, revision: str | None, trust: bool):
+    def _resolve_precision(self, requested: str, model: str, revision: str | None, tensor_parallel_size: int):
         """The precision policy (:mod:`mteb_vllm.precision`) for the devices this engine will use, known before
         it starts (on a GPU from NVML, so CUDA is not initialised here)."""
-        devices = None
-        if not self.on_cpu:
-            from ..gpu import visible_gpus
-
-            devices = visible_gpus().devices[:self._config_tp]
+        if self.on_cpu:
+            return resolve_dtype(requested, on_cpu=True)
+        from ..gpu import visible_gpus
         from ..model_config import config_json
 
-        model_type = (config_json(model, revision) or {}).get("model_type") if not self.on_cpu else None
-        return resolve_dtype(requested, on_cpu=self.on_cpu, devices=devices, model_type=model_type)
+        devices = visible_gpus().devices[:tensor_parallel_size]
+        model_type = (config_json(model, revision) or {}).get("model_type")
+        return resolve_dtype(requested, on_cpu=False, devices=devices, model_type=model_type)
 
     @property
     def started(self) -> bool:
@@ -240,7 +238,7 @@ class LocalVllmBackend:
         if is_cpu_platform() != self.on_cpu:  # torch and vLLM disagree about the device: vLLM decides
             self.on_cpu = not self.on_cpu
             self.precision = self._resolve_precision(self._requested_dtype, config.model, config.revision,
-                                                     bool(config.trust_remote_code))
+                                                     config.tensor_parallel_size)
             self.dtype = self.precision.dtype
             config = self.config = dataclasses.replace(config, dtype=self.precision.dtype)
         env: dict[str, str] = {}
