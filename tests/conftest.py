@@ -1,4 +1,8 @@
-"""One real vLLM engine per model for the whole session (each start costs ~30 s on CPU)."""
+"""One real vLLM engine per model for the whole session (each start costs ~30 s on CPU).
+
+With ``--starts`` the summary lists the tests that started engines in this process or spawned child
+processes (the suite's cost).
+"""
 
 import os
 import tempfile
@@ -12,6 +16,73 @@ os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
 os.environ.setdefault("MTEB_VLLM_CACHE", tempfile.mkdtemp(prefix="mteb-vllm-test-cache-"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--starts", action="store_true",
+                     help="list the tests that started an engine in this process or spawned child processes")
+
+
+# --- what each test costs: engine starts in this process, child processes ------------------------------------
+class _Starts:
+    def __init__(self):
+        self.current = None
+        self.by_test: dict[str, list[int]] = {}
+
+    def add(self, index: int) -> None:
+        if self.current is not None:
+            self.by_test.setdefault(self.current, [0, 0])[index] += 1
+
+
+_STARTS = _Starts()
+
+
+def pytest_sessionstart(session):
+    import multiprocessing.process
+    import subprocess
+
+    from mteb_vllm.backends.local import LocalVllmBackend
+
+    start = LocalVllmBackend.start
+
+    def counted_start(self):
+        if not self.started:
+            _STARTS.add(0)
+        return start(self)
+
+    popen_init = subprocess.Popen.__init__
+
+    def counted_popen(self, *args, **kwargs):
+        _STARTS.add(1)
+        return popen_init(self, *args, **kwargs)
+
+    process_start = multiprocessing.process.BaseProcess.start
+
+    def counted_process(self):
+        _STARTS.add(1)
+        return process_start(self)
+
+    LocalVllmBackend.start = counted_start
+    subprocess.Popen.__init__ = counted_popen
+    multiprocessing.process.BaseProcess.start = counted_process
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _STARTS.current = item.nodeid
+    yield
+    _STARTS.current = None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = _STARTS.by_test
+    engines, children = sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values())
+    terminalreporter.write_line(f"engine starts in the test process: {engines}; child processes spawned: {children} "
+                                "(engines in child processes come on top; --starts lists the tests)")
+    if config.getoption("--starts"):
+        for nodeid, (e, c) in sorted(rows.items(), key=lambda kv: (-kv[1][0], -kv[1][1])):
+            terminalreporter.write_line(f"  {e:2d} engine(s) {c:3d} process(es)  {nodeid}")
+
+
+# --- the session's engines ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def minilm_path():
     from mteb_vllm import default_model_path
