@@ -1,10 +1,16 @@
 """One real vLLM engine per model for the whole session (each start costs ~30 s on CPU).
 
-With ``--starts`` the summary lists the tests that started engines in this process or spawned child
-processes (the suite's cost).
+Also the suite's house rules, enforced here so that test order never changes what a test exercises:
+
+- ``@pytest.mark.bm25s``: the test imports bm25s, which loads numba/llvmlite; once that is loaded every later
+  in-process engine start in this process silently runs multiprocess instead (``backends/local.py``,
+  ``_IN_PROCESS_HAZARDS``). Such tests run after all others, and a test that loads llvmlite without the
+  marker fails.
+- ``--starts``: which tests started engines in this process or spawned child processes (the suite's cost).
 """
 
 import os
+import sys
 import tempfile
 
 import pytest
@@ -15,10 +21,28 @@ os.environ.setdefault("MTEB_VLLM_NO_PROGRESS", "1")
 # own, so a test run neither reads a user's entries nor leaves its own behind.
 os.environ.setdefault("MTEB_VLLM_CACHE", tempfile.mkdtemp(prefix="mteb-vllm-test-cache-"))
 
+#: What bm25s loads that flips in-process engine starts to multiprocess (kept in step with backends/local.py).
+IN_PROCESS_HAZARD = "llvmlite.binding.ffi"
+
 
 def pytest_addoption(parser):
     parser.addoption("--starts", action="store_true",
                      help="list the tests that started an engine in this process or spawned child processes")
+
+
+def pytest_collection_modifyitems(config, items):
+    # bm25s tests last (stable order otherwise): every engine before them starts as a user's would
+    items[:] = [i for i in items if "bm25s" not in i.keywords] + [i for i in items if "bm25s" in i.keywords]
+
+
+@pytest.fixture(autouse=True)
+def _no_hidden_bm25s(request):
+    """A test that loads llvmlite without saying so would change the code path of every later engine start."""
+    loaded_before = IN_PROCESS_HAZARD in sys.modules
+    yield
+    if not loaded_before and IN_PROCESS_HAZARD in sys.modules and "bm25s" not in request.keywords:
+        pytest.fail(f"{request.node.nodeid} loaded {IN_PROCESS_HAZARD} (bm25s/numba): mark it "
+                    "@pytest.mark.bm25s so it runs after the tests whose engines must start in-process")
 
 
 # --- what each test costs: engine starts in this process, child processes ------------------------------------

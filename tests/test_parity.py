@@ -32,6 +32,7 @@ def test_wrong_prompt_is_caught_and_named(minilm_encoder):
     assert "**NO**" in report.markdown()
 
 
+@pytest.mark.bm25s  # the reranked retrieval task's first stage
 def test_cross_encoder_parity_detects_the_kind(bert_reranker, bert_cross_encoder_path):
     report = run_parity(bert_cross_encoder_path, engine_args={"backend": bert_reranker.backend})
     assert report.kind == "cross-encoder"

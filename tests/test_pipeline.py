@@ -17,6 +17,7 @@ def _result_files(folder):
             if "predictions" not in p.parts}
 
 
+@pytest.mark.bm25s
 def test_bm25s_then_cross_encoder_saves_both_stages(bert_reranker, tmp_path):
     run = rerank(None, bert_reranker, "bm25s", top_k=5, output_folder=tmp_path, show_progress_bar=False)
     (row,) = run.scores()
