@@ -6,6 +6,8 @@ Also the suite's house rules, enforced here so that test order never changes wha
   in-process engine start in this process silently runs multiprocess instead (``backends/local.py``,
   ``_IN_PROCESS_HAZARDS``). Such tests run after all others, and a test that loads llvmlite without the
   marker fails.
+- ``@pytest.mark.full``: a heavier variant of a path another test already covers; ``make test-full`` (pytest
+  ``--full``) runs it, ``make test`` skips it.
 - ``--starts``: which tests started engines in this process or spawned child processes (the suite's cost).
 """
 
@@ -26,11 +28,17 @@ IN_PROCESS_HAZARD = "llvmlite.binding.ffi"
 
 
 def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="also run the heavier variants (@pytest.mark.full)")
     parser.addoption("--starts", action="store_true",
                      help="list the tests that started an engine in this process or spawned child processes")
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--full"):
+        skip = pytest.mark.skip(reason="a heavier variant of a covered path: make test-full runs it")
+        for item in items:
+            if "full" in item.keywords:
+                item.add_marker(skip)
     # bm25s tests last (stable order otherwise): every engine before them starts as a user's would
     items[:] = [i for i in items if "bm25s" not in i.keywords] + [i for i in items if "bm25s" in i.keywords]
 

@@ -169,6 +169,7 @@ def test_a_real_vllm_serve_gives_the_local_engines_embeddings(real_server, minil
 
 
 @pytest.mark.engine
+@pytest.mark.full  # one real server (above) covers `vllm serve`; the fake servers cover the /score route's logic
 def test_a_real_vllm_serve_gives_the_local_cross_encoders_scores(real_server, bert_reranker, bert_cross_encoder_path):
     url = real_server(bert_cross_encoder_path, task="classify")
     remote = VllmCrossEncoderWrapper(bert_cross_encoder_path, endpoints=[url], dtype="float32")
