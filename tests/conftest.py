@@ -8,6 +8,7 @@ Also the suite's house rules, enforced here so that test order never changes wha
   marker fails.
 - ``@pytest.mark.full``: a heavier variant of a path another test already covers; ``make test-full`` (pytest
   ``--full``) runs it, ``make test`` skips it.
+- ``borrow_engines``: in-process CLI runs reuse the session's engines instead of starting their own.
 - ``--starts``: which tests started engines in this process or spawned child processes (the suite's cost).
 """
 
@@ -182,3 +183,38 @@ def qwen3_reranker(qwen3_reranker_path):
                                       max_model_len=512)
     yield wrapper
     wrapper.close()
+
+
+class _Borrowed:
+    """A session engine lent to a wrapper that believes it owns it: everything but ``close`` goes through."""
+
+    def __init__(self, backend):
+        self.__dict__["_backend"] = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def close(self) -> None:
+        """The session fixture that started the engine closes it."""
+
+
+@pytest.fixture
+def borrow_engines(monkeypatch):
+    """``borrow_engines(minilm_encoder, ...)``: until the test ends, a local engine asked for with the same
+    configuration as one of these wrappers' (e.g. ``mteb-vllm run --dtype float32`` in-process) is that running
+    engine instead of a new one; any other local engine fails the test instead of starting unnoticed."""
+    from mteb_vllm.backends import BACKENDS
+
+    def borrow(*wrappers):
+        running = [(w.config, w.backend) for w in wrappers]
+
+        def factory(config, **options):
+            for wanted, backend in running:
+                if wanted == config:
+                    return _Borrowed(backend)
+            raise AssertionError(f"no session engine has this configuration (the test would start another "
+                                 f"engine): {config}\nsession engines: {[c for c, _ in running]}")
+
+        monkeypatch.setitem(BACKENDS, "local", factory)
+
+    return borrow

@@ -143,24 +143,3 @@ def test_texts_longer_than_the_context_score_as_sentence_transformers(minilm_enc
     ref = SentenceTransformer(minilm_path, device="cpu").encode(texts, batch_size=8)
     cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= 0.99999
-
-
-def test_the_default_constructor_picks_the_native_precision_and_keeps_the_scores(minilm_path):
-    """What a user gets with no arguments: dtype "auto" resolves by the precision policy (bfloat16 on a CPU that
-    computes it natively, else float32), it is recorded in the results, and the demo scores stay within
-    5e-3 of the float32 reference."""
-    from mteb_vllm.parity import reference_model
-    from mteb_vllm.precision import engine_runs_on_cpu, resolve_dtype
-    from mteb_vllm.resolve import registry_meta
-
-    expected = resolve_dtype("auto", on_cpu=engine_runs_on_cpu()).dtype
-    with VllmEncoderWrapper(minilm_path) as encoder:
-        assert encoder.dtype == expected and encoder.mteb_model_meta.experiment_kwargs == {"dtype": expected}
-        ours = {r.task_name: r.get_score() for r in mteb.evaluate(
-            encoder, demo_tasks(), cache=None, show_progress_bar=False).task_results}
-    meta = registry_meta("sentence-transformers/all-MiniLM-L6-v2")
-    reference = reference_model(minilm_path, meta, cross_encoder=False)
-    ref = {r.task_name: r.get_score() for r in mteb.evaluate(
-        reference, demo_tasks(), cache=None, show_progress_bar=False).task_results}
-    for task, score in ref.items():
-        assert abs(ours[task] - score) <= 5e-3, (task, ours[task], score)
