@@ -8,7 +8,6 @@ Fake servers (separate processes over FakeBackend) test the client's logic; real
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +65,8 @@ def test_transient_500s_are_retried_elsewhere_and_a_failing_server_is_ejected(mi
 @pytest.mark.slow
 def test_all_endpoints_down_is_a_clear_error_not_a_hang(minilm_path):
     dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
-    started = time.monotonic()
     with pytest.raises(RemoteEndpointError, match=r"no endpoint answers: .*not reachable.*mteb-vllm serve"):
         VllmEncoderWrapper(minilm_path, endpoints=dead, ignore_prompt_errors=True)
-    assert time.monotonic() - started < 60  # bounded by the connect timeout, not a hang
 
 
 @pytest.mark.slow
