@@ -16,13 +16,13 @@ def test_fixed_workload_has_the_asked_token_count(minilm_path):
 
 
 @pytest.mark.engine
-def test_bench_measures_vllm_and_the_reference_and_reports_what_it_measured(minilm_path, tmp_path):
-    """Real children (our engine, sentence-transformers) on a small configuration; every figure of the report is
-    the arithmetic of what was measured, and the markdown and PNG show the JSON's figures."""
+def test_bench_measures_a_real_engine_and_reports_what_it_measured(minilm_path, tmp_path):
+    """A real child (our engine) on a small configuration; every figure of the report is the arithmetic of what
+    was measured, and the markdown and PNG show the JSON's figures. (The other backends' children: make test-full.)"""
     from mteb_vllm.model_config import model_shape
 
     config = BenchConfig(model=minilm_path, model_name="sentence-transformers/all-MiniLM-L6-v2",
-                         backends=["vllm", "st"], dtypes=["float32"], batch_sizes=[4, 16], input_len=32,
+                         backends=["vllm"], dtypes=["float32"], batch_sizes=[4, 16], input_len=32,
                          variable_length=True, n=32, output_folder=str(tmp_path))
     run_bench(config, progress=False)
     data = json.loads((tmp_path / "bench.json").read_text())
@@ -63,8 +63,9 @@ def _token_lengths(model, workload, n):
 
 
 @pytest.mark.engine
-@pytest.mark.full  # the same harness as above, over every backend (mteb's own vLLM wrapper too) and bfloat16
+@pytest.mark.full
 def test_bench_every_backend_and_precision(minilm_path, tmp_path):
+    """The same harness as above over every backend (sentence-transformers, mteb's own vLLM wrapper) and bfloat16."""
     config = BenchConfig(model=minilm_path, model_name="sentence-transformers/all-MiniLM-L6-v2",
                          backends=["vllm", "st", "mteb-builtin"], dtypes=["float32", "bfloat16"],
                          batch_sizes=[4, 16], input_len=32, n=32, output_folder=str(tmp_path))
