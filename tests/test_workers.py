@@ -104,8 +104,7 @@ def test_a_worker_killed_inside_a_task_loses_only_that_task_and_the_rerun_finish
     (failed,) = [o for o in summary.outcomes if o.status == "failed"]
     assert "exited with code -9 while evaluating it" in failed.error
     assert summary.count("evaluated") == 3  # the other worker finished everything else
-    rerun = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "out", show_progress_bar=False,
-                      workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
+    rerun = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "out", show_progress_bar=False)  # resumes from files
     assert [(o.task, o.status) for o in rerun.outcomes if o.status != "done before"] == [(failed.task, "evaluated")]
     assert rerun.count("done before") == 3
 
