@@ -449,7 +449,7 @@ def test_kill_9_then_sigterm_lose_only_unsaved_work_and_the_rerun_finishes_ident
        its score equals the uninterrupted one (the session's engine on the same task)."""
     import mteb
 
-    _write_task_module(tmp_path, n_pairs=[200, 4000], n_tasks=2)
+    _write_task_module(tmp_path, n_pairs=[200, 2500], n_tasks=2)
     out, cache = tmp_path / "results", tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
