@@ -40,14 +40,17 @@ def test_cpu_workers_get_disjoint_cores_and_too_many_are_refused():
 
 
 @pytest.mark.slow
-def test_two_workers_give_the_scores_of_one(tmp_path):
+def test_two_workers_give_the_scores_of_one_and_no_output_folder_keeps_no_files(tmp_path, monkeypatch):
     one = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "one", show_progress_bar=False)
-    two = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "two", show_progress_bar=False,
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    two = run_tasks(_fake(), _tasks(), output_folder=None, show_progress_bar=False,
                     workers=[WorkerPlan(0), WorkerPlan(1)],
                     worker_kwargs={"model": "fake/encoder", "backend": "fake"})
     assert [o.status for o in two.outcomes] == ["evaluated"] * 4
     assert [(o.task, o.score) for o in two.outcomes] == [(o.task, o.score) for o in one.outcomes]
-    again = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "two", show_progress_bar=False,
+    assert list((tmp_path / "cwd").iterdir()) == []  # the workers wrote into a folder named "None" before
+    again = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "one", show_progress_bar=False,
                       workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder"})
     assert [o.status for o in again.outcomes] == ["done before"] * 4  # nothing handed to a worker
 
@@ -107,15 +110,6 @@ def test_a_worker_killed_inside_a_task_loses_only_that_task_and_the_rerun_finish
     rerun = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "out", show_progress_bar=False)  # resumes from files
     assert [(o.task, o.status) for o in rerun.outcomes if o.status != "done before"] == [(failed.task, "evaluated")]
     assert rerun.count("done before") == 3
-
-
-@pytest.mark.slow
-def test_workers_with_no_output_folder_keep_no_files(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    summary = run_tasks(_fake(), _tasks()[:2], output_folder=None, show_progress_bar=False,
-                        workers=[WorkerPlan(0)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
-    assert [o.status for o in summary.outcomes] == ["evaluated"] * 2
-    assert list(tmp_path.iterdir()) == []  # it wrote into a folder named "None" before
 
 
 @pytest.mark.slow
