@@ -38,10 +38,11 @@ def pytest_collection_modifyitems(config, items):
     if not config.getoption("--full"):
         skip = pytest.mark.skip(reason="a heavier variant of a covered path: make test-full runs it")
         for item in items:
-            if "full" in item.keywords:
+            if item.get_closest_marker("full"):
                 item.add_marker(skip)
     # bm25s tests last (stable order otherwise): every engine before them starts as a user's would
-    items[:] = [i for i in items if "bm25s" not in i.keywords] + [i for i in items if "bm25s" in i.keywords]
+    late = [i for i in items if i.get_closest_marker("bm25s")]
+    items[:] = [i for i in items if not i.get_closest_marker("bm25s")] + late
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,7 @@ def _no_hidden_bm25s(request):
     """A test that loads llvmlite without saying so would change the code path of every later engine start."""
     loaded_before = IN_PROCESS_HAZARD in sys.modules
     yield
-    if not loaded_before and IN_PROCESS_HAZARD in sys.modules and "bm25s" not in request.keywords:
+    if not loaded_before and IN_PROCESS_HAZARD in sys.modules and not request.node.get_closest_marker("bm25s"):
         pytest.fail(f"{request.node.nodeid} loaded {IN_PROCESS_HAZARD} (bm25s/numba): mark it "
                     "@pytest.mark.bm25s so it runs after the tests whose engines must start in-process")
 
