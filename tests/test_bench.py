@@ -111,9 +111,11 @@ def _checkpoint_with_its_own_code(minilm_path, folder):
     (folder / "configuration_marked.py").write_text(
         "import os\nfrom transformers import BertConfig\n"
         f"open({str(marker)!r}, 'a').write(f'ran in {{os.getpid()}}\\n')\n"
-        "class MarkedConfig(BertConfig):\n    pass\n")
+        "class MarkedConfig(BertConfig):\n    model_type = 'marked-bert'\n")
     config = json.loads((folder / "config.json").read_text())
+    # a model type transformers does not know: only the checkpoint's own code can load it
     config["auto_map"] = {"AutoConfig": "configuration_marked.MarkedConfig"}
+    config["model_type"] = "marked-bert"
     (folder / "config.json").write_text(json.dumps(config))
     return folder, marker
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
