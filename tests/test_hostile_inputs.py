@@ -7,8 +7,10 @@ on the real engine) are marked ``engine``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -307,8 +309,11 @@ def _alive(pids: list[int]) -> list[int]:
     return alive
 
 
-def _write_task_module(folder: Path, n_pairs: int, n_tasks: int) -> Path:
-    """A module that registers generated STS tasks as demo tasks, so the real CLI can run them offline."""
+def _write_task_module(folder: Path, n_pairs: int | list[int], n_tasks: int) -> Path:
+    """A module that registers generated STS tasks as demo tasks, so the real CLI can run them offline.
+    ``n_pairs``: pairs per task, one number for all or one per task. No two tasks share a sentence (each
+    sentence starts with its task's name), so cache counts of one task are not blurred by another's."""
+    sizes = [n_pairs] * n_tasks if isinstance(n_pairs, int) else list(n_pairs)
     module = folder / "generated_tasks.py"
     module.write_text(textwrap.dedent(f"""
         import numpy as np
@@ -318,13 +323,14 @@ def _write_task_module(folder: Path, n_pairs: int, n_tasks: int) -> Path:
         from mteb_vllm.demo import DEMO_TASK_CLASSES, MtebVllmDemoSTS
 
         WORDS = "time people year way day thing man world life hand part child eye woman place".split()
+        SIZES = {sizes!r}
 
         def make(index):
             rng = np.random.default_rng(index)
             rows = []
-            for _ in range({n_pairs}):
-                a = " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14))))
-                b = " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14))))
+            for _ in range(SIZES[index]):
+                a = " ".join([f"task{{index}}", *rng.choice(WORDS, size=int(rng.integers(6, 14)))])
+                b = " ".join([f"task{{index}}", *rng.choice(WORDS, size=int(rng.integers(6, 14)))])
                 rows.append({{"sentence1": a, "sentence2": b, "score": float(rng.uniform(0, 5))}})
 
             class Generated(AbsTaskSTS):
@@ -343,6 +349,31 @@ def _write_task_module(folder: Path, n_pairs: int, n_tasks: int) -> Path:
             DEMO_TASK_CLASSES[cls.metadata.name] = cls
     """))
     return module
+
+
+def _generated_task(folder: Path, name: str):
+    """A fresh instance of a generated task, imported in this process; the demo task list the later tests see
+    stays the package's own."""
+    import importlib
+
+    from mteb_vllm.demo import DEMO_TASK_CLASSES
+
+    registered = dict(DEMO_TASK_CLASSES)
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("generated_tasks").DEMO_TASK_CLASSES[name]()
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("generated_tasks", None)
+        DEMO_TASK_CLASSES.clear()
+        DEMO_TASK_CLASSES.update(registered)
+
+
+def _unique_sentences(folder: Path, name: str) -> int:
+    task = _generated_task(folder, name)
+    task.load_data()
+    data = task.dataset["test"]
+    return len(set(data["sentence1"]) | set(data["sentence2"]))
 
 
 @pytest.fixture
@@ -368,71 +399,141 @@ def _cli_with_generated_tasks(folder: Path, args: list[str], env: dict[str, str]
                             text=True, env=env, start_new_session=True)
 
 
+def _poll(condition, what: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> None:
+    """Wait until ``condition()`` holds (a failed wait names ``what``; a CLI that exits meanwhile fails it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the CLI exited ({proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _gone_and_clean(engine: list[int], tmp: Path) -> None:
+    """Every engine process ends and the sidecar removes the IPC files (the killed CLI cannot)."""
+    _poll(lambda: not _alive(engine) and not _leftovers(tmp), "the engine processes to end and the IPC files to go",
+          timeout=60)
+
+
+def _engine_core(proc: subprocess.Popen) -> list[int]:
+    return [p for p in _engine_processes(proc.pid) if "EngineCore" in _cmdline(p)]
+
+
+def _committed(cache: Path) -> int:
+    total = 0
+    for db in cache.glob("*.sqlite"):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                total += conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    return total
+
+
+def _status_rows(output: str) -> dict[str, str]:
+    statuses = {"before", "evaluated", "failed"}  # the table's status column (cache columns may follow it)
+    return {line.split()[0]: next(w for w in line.split() if w in statuses)
+            for line in output.splitlines() if line.startswith("GeneratedSTS")}
+
+
 @pytest.mark.engine
-@pytest.mark.parametrize("multiprocess", [False, True], ids=["in-process", "multiprocess"])
-def test_kill_9_leaves_no_engine_process_and_the_rerun_resumes(tmp_path, short_tmp, multiprocess):
-    """kill -9 of the CLI while it evaluates the second of three tasks: no engine process survives it, no IPC
-    socket file is left, and the rerun keeps the finished task and evaluates the other two."""
+def test_kill_9_then_sigterm_lose_only_unsaved_work_and_the_rerun_finishes_identically(tmp_path, short_tmp,
+                                                                                       minilm_encoder):
+    """A multiprocess CLI run (engine in child processes) of two tasks, with the cache:
+
+    1. kill -9 while the second task is being encoded (the first task's result and part of the second's
+       embeddings are on disk, watched in the files, not guessed with a sleep): no engine process outlives
+       it, no IPC file is left;
+    2. the rerun gets SIGTERM once its engine is up: exit code 143 with a resume hint, again nothing left;
+    3. the next rerun exits 0 (it used to abort with 'terminate called without an active exception', 134),
+       keeps the finished task, takes every stored embedding from the cache and computes only the rest, and
+       its score equals the uninterrupted one (the session's engine on the same task)."""
+    import mteb
+
+    _write_task_module(tmp_path, n_pairs=[200, 2500], n_tasks=2)
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp),
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    args = ["run", "--tasks", "GeneratedSTS0", "GeneratedSTS1", "--output-folder", str(out), "--dtype", "float32",
+            "--cache-dir", str(cache)]
+    first_task = _unique_sentences(tmp_path, "GeneratedSTS0")
+    second_task = _unique_sentences(tmp_path, "GeneratedSTS1")
+
+    killed = _cli_with_generated_tasks(tmp_path, args, env)
+    _poll(lambda: list(out.rglob("GeneratedSTS0.json")) and _committed(cache) >= first_task + 1000,
+          "the first task's result and part of the second's embeddings", killed)
+    engine = _engine_processes(killed.pid)
+    assert _engine_core(killed), "the multiprocess engine runs in child processes"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert not list(out.rglob("GeneratedSTS1.json")), "the kill came after the second task had finished"
+    _gone_and_clean(engine, short_tmp)
+
+    stopped = _cli_with_generated_tasks(tmp_path, args, env)
+    _poll(lambda: _engine_core(stopped), "the rerun's engine core process", stopped)
+    engine = _engine_processes(stopped.pid)
+    os.kill(stopped.pid, signal.SIGTERM)
+    output, _ = stopped.communicate(timeout=120)
+    assert stopped.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted (SIGTERM); finished tasks are saved" in output
+    _gone_and_clean(engine, short_tmp)
+    stored = _committed(cache)
+    assert first_task < stored < first_task + second_task
+
+    rerun = _cli_with_generated_tasks(tmp_path, args, env)
+    output, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0 and "terminate called" not in output, output
+    assert _leftovers(short_tmp) == []
+    assert "1 task(s) already done, 1 evaluated, 0 failed" in output
+    assert _status_rows(output) == {"GeneratedSTS0": "before", "GeneratedSTS1": "evaluated"}
+    counts = next(line for line in output.splitlines() if line.startswith("embeddings: ")).split()
+    cached, computed = int(counts[1]), int(counts[3])
+    assert cached == stored - first_task and cached + computed == second_task
+    (saved,) = out.rglob("GeneratedSTS1.json")
+    score = json.loads(saved.read_text())["scores"]["test"][0]["main_score"]
+    uninterrupted = mteb.evaluate(minilm_encoder, _generated_task(tmp_path, "GeneratedSTS1"), cache=None,
+                                  show_progress_bar=False).task_results[0].get_score()
+    assert abs(score - uninterrupted) <= 1e-6
+
+
+@pytest.mark.engine
+@pytest.mark.full  # the multiprocess case of the test above covers more; this is the user's default mode
+def test_kill_9_of_an_in_process_run_resumes(tmp_path, short_tmp):
+    """kill -9 of the CLI while it evaluates the second of three tasks, engine in-process: the rerun keeps the
+    finished task and evaluates the other two."""
     _write_task_module(tmp_path, n_pairs=1500, n_tasks=3)
     out = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp)}
-    if multiprocess:
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
-    # --no-cache: the other variant's run filled the session's cache, and a cached task starts no engine
     tasks = ["--tasks", "GeneratedSTS0", "GeneratedSTS1", "GeneratedSTS2", "--output-folder", str(out),
              "--dtype", "float32", "--no-cache"]
     proc = _cli_with_generated_tasks(tmp_path, ["run", *tasks], env)
-    deadline = time.monotonic() + 300
-    while not list(out.rglob("GeneratedSTS0.json")):  # the kill point: the first task's result is on disk
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-        time.sleep(0.2)
+    _poll(lambda: list(out.rglob("GeneratedSTS0.json")), "the first task's result", proc)
     engine = _engine_processes(proc.pid)
-    if multiprocess:
-        assert engine, "the multiprocess engine runs in child processes"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(10)
-    assert _alive(engine) == [], "engine processes outlived the killed CLI"
-    assert _leftovers(short_tmp) == []
+    _gone_and_clean(engine, short_tmp)
 
     rerun = _cli_with_generated_tasks(tmp_path, ["run", *tasks], env)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output
     assert "1 task(s) already done, 2 evaluated, 0 failed" in output
-    statuses = {"before", "evaluated", "failed"}  # the table's status column (cache columns may follow it)
-    rows = {line.split()[0]: next(w for w in line.split() if w in statuses)
-            for line in output.splitlines() if line.startswith("GeneratedSTS")}
-    assert rows == {"GeneratedSTS0": "before", "GeneratedSTS1": "evaluated", "GeneratedSTS2": "evaluated"}
+    assert _status_rows(output) == {"GeneratedSTS0": "before", "GeneratedSTS1": "evaluated",
+                                    "GeneratedSTS2": "evaluated"}
 
 
 @pytest.mark.engine
-def test_sigterm_and_ctrl_c_stop_the_run_cleanly_and_success_exits_0(tmp_path, short_tmp):
-    """SIGTERM and SIGINT stop the engine and exit 128 + the signal with a resume hint; a normal multiprocess run
-    exits 0 (it used to abort with 'terminate called without an active exception', exit code 134) and leaves no
-    socket file."""
+@pytest.mark.full  # the same handler as SIGTERM, covered above
+def test_ctrl_c_stops_the_run_cleanly(tmp_path, short_tmp):
+    """SIGINT (Ctrl-C) stops the engine and exits 130 with a resume hint, leaving no process or socket file."""
     _write_task_module(tmp_path, n_pairs=3000, n_tasks=1)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    done = _cli_with_generated_tasks(tmp_path, ["run", "--output-folder", str(tmp_path / "a")], env)
-    output, _ = done.communicate(timeout=600)
-    assert done.returncode == 0 and "terminate called" not in output, output
-    assert _leftovers(short_tmp) == []
-
-    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT is Ctrl-C
-        proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
-                                                    str(tmp_path / sig.name), "--overwrite", "--no-cache"], env)
-        deadline = time.monotonic() + 300
-        engine: list[int] = []
-        while not engine:  # wait for the engine core process
-            engine = [p for p in _engine_processes(proc.pid) if "EngineCore" in _cmdline(p)]
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        engine = _engine_processes(proc.pid)
-        time.sleep(2)
-        os.kill(proc.pid, sig)
-        output, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 128 + sig, output
-        assert f"interrupted ({sig.name}); finished tasks are saved" in output
-        time.sleep(2)
-        assert _alive(engine) == []
-        assert _leftovers(short_tmp) == []
+    proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
+                                                str(tmp_path / "out"), "--no-cache"], env)
+    _poll(lambda: _engine_core(proc), "the engine core process", proc)
+    engine = _engine_processes(proc.pid)
+    os.kill(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, output
+    assert "interrupted (SIGINT); finished tasks are saved" in output
+    _gone_and_clean(engine, short_tmp)

@@ -7,10 +7,7 @@ The cache holds the packaged MiniLM's files under a hub id, at a commit that ``r
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -84,13 +81,16 @@ def test_a_registry_model_loads_the_revision_mteb_pins(offline_cache):
 
 
 @pytest.mark.engine
-def test_the_cli_runs_a_hub_id_offline_from_the_cache(hub_cache, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "MTEB_VLLM_NO_PROGRESS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mteb_vllm.cli", "run", "--model", REPO, "--dtype", "float32",
-                           "--tasks", "MtebVllmDemoRetrieval", "--output-folder", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{REPO} @ {COMMIT}, float32" in proc.stdout
+def test_the_cli_runs_a_hub_id_offline_from_the_cache(offline_cache, tmp_path, monkeypatch, capsys):
+    """The engine itself loads the hub id from the cache, at the commit the results are filed under."""
+    from mteb_vllm.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(offline_cache))
+    code = main(["run", "--model", REPO, "--dtype", "float32", "--tasks", "MtebVllmDemoRetrieval", "--no-cache",
+                 "--output-folder", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert f"{REPO} @ {COMMIT}, float32" in out and "engine started in" in out
     files = list(Path(tmp_path).rglob("MtebVllmDemoRetrieval.json"))
     assert [f.relative_to(tmp_path).parts[1:4] for f in files] == [
         (REPO.replace("/", "__"), COMMIT, "experiments")]

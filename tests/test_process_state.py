@@ -30,35 +30,22 @@ def _seed() -> None:
 
 @pytest.mark.engine
 def test_engine_start_and_encode_leave_env_rng_threads_and_gc_as_found(minilm_path):
+    """The engine starts inside the first encode call (lazily, as the CLI starts it; that call also freezes the
+    heap for itself). After that call, and after close, the caller's state is as found."""
     gc.unfreeze()
     _seed()
     expected = _rng_draws()
     _seed()
     environ, threads, setter = dict(os.environ), torch.get_num_threads(), torch.set_num_threads
-    with VllmEncoderWrapper(minilm_path, dtype="float32") as encoder:
-        # in-process unless a module that breaks it (bm25s's llvmlite) was loaded first by another test;
-        # the caller's state must be as found either way
-        assert encoder.backend.started
-        assert encoder.backend.in_process or "llvmlite" in encoder.backend.mode_reason
+    with VllmEncoderWrapper(minilm_path, dtype="float32", lazy_start=True) as encoder:
+        assert not encoder.backend.started
+        encoder.embed_texts(["the engine starts here, and a first forward pass sets variables in vLLM"])
+        # in-process: a test that loads bm25s (which forces worker processes) runs after this one (conftest)
+        assert encoder.backend.started and encoder.backend.in_process, encoder.backend.mode_reason
         assert _rng_draws() == expected, "the engine start reseeded the caller's generators"
         assert dict(os.environ) == environ
         assert torch.set_num_threads is setter and torch.get_num_threads() == threads
         assert gc.get_freeze_count() == 0 and gc.isenabled()
-        encoder.embed_texts(["a first forward pass sets variables in vLLM"])
-        assert dict(os.environ) == environ
-    assert gc.get_freeze_count() == 0 and dict(os.environ) == environ
-
-
-@pytest.mark.engine
-def test_a_lazy_start_inside_an_encode_call_leaves_nothing_frozen(minilm_path):
-    """The engine starts within the encode call (which freezes the heap for itself); afterwards and after close
-    the caller's heap is collectable as before."""
-    gc.unfreeze()
-    environ = dict(os.environ)
-    with VllmEncoderWrapper(minilm_path, dtype="float32", lazy_start=True) as encoder:
-        assert not encoder.backend.started
-        encoder.embed_texts(["the engine starts here"])
-        assert encoder.backend.started and gc.get_freeze_count() == 0 and dict(os.environ) == environ
     assert gc.get_freeze_count() == 0 and dict(os.environ) == environ
 
 

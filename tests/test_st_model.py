@@ -164,7 +164,7 @@ def _cross_encoder(tmp: Path, minilm: str, name: str, num_labels: int, activatio
     return str(out)
 
 
-@pytest.mark.parametrize("num_labels,activation", [(1, None), (1, "identity"), (2, None), (2, "sigmoid")])
+@pytest.mark.parametrize("num_labels,activation", [(1, None), (1, "identity"), (2, None)])
 def test_cross_encoders_score_as_cross_encoder_predict_does(folders, num_labels, activation):
     from sentence_transformers import CrossEncoder
 
@@ -219,3 +219,12 @@ def test_loader_arguments_that_change_the_transformer_are_refused():
                                                                                   "num_hidden_layers": 1}}})
     with pytest.raises(UnsupportedModelError, match="changes the model config"):
         VllmEncoderWrapper(meta, backend="fake")
+
+
+def test_a_two_label_head_with_another_activation_is_refused(folders):
+    """Two labels have no reference score (mteb and CrossEncoder.rank refuse them): P(relevant) is defined from raw
+    logits or a saved Softmax only; a saved Sigmoid over two labels is refused before anything runs."""
+    tmp, minilm = folders
+    folder = _cross_encoder(tmp, minilm, "ce-2-sigmoid", 2, "sigmoid")
+    with pytest.raises(UnsupportedModelError, match="2 labels and activation Sigmoid"):
+        VllmCrossEncoderWrapper(folder, backend="fake")

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from mteb.mocks.mock_tasks.classification import MockClassificationTask
@@ -39,80 +40,107 @@ def test_cpu_workers_get_disjoint_cores_and_too_many_are_refused():
 
 
 @pytest.mark.slow
-def test_two_workers_give_the_scores_of_one(tmp_path):
+def test_two_workers_give_the_scores_of_one_and_no_output_folder_keeps_no_files(tmp_path, monkeypatch):
     one = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "one", show_progress_bar=False)
-    two = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "two", show_progress_bar=False,
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    two = run_tasks(_fake(), _tasks(), output_folder=None, show_progress_bar=False,
                     workers=[WorkerPlan(0), WorkerPlan(1)],
                     worker_kwargs={"model": "fake/encoder", "backend": "fake"})
     assert [o.status for o in two.outcomes] == ["evaluated"] * 4
     assert [(o.task, o.score) for o in two.outcomes] == [(o.task, o.score) for o in one.outcomes]
-    again = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "two", show_progress_bar=False,
+    assert list((tmp_path / "cwd").iterdir()) == []  # the workers wrote into a folder named "None" before
+    again = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "one", show_progress_bar=False,
                       workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder"})
     assert [o.status for o in again.outcomes] == ["done before"] * 4  # nothing handed to a worker
 
 
-def slow_fake_backend(config, **options):
-    """A FakeBackend that takes its time, so a worker is caught in the middle of a task (imported by workers)."""
+def holding_fake_backend(config, **options):
+    """A FakeBackend whose first call of the run, in whichever worker makes it, holds that worker inside its task
+    until it is killed (the folder in MTEB_VLLM_TEST_HOLD gets a file "held" with its pid); every other call
+    computes at once. Imported by the workers: a test kills a worker that is certainly in the middle of a task."""
     from mteb_vllm.testing import FakeBackend
 
-    return FakeBackend(config, seconds_per_token=2e-4)
+    class Holding(FakeBackend):
+        def pool(self, inputs, task, *, desc=""):
+            folder = Path(os.environ["MTEB_VLLM_TEST_HOLD"])
+            try:
+                os.close(os.open(folder / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:  # a worker holds already: compute
+                return super().pool(inputs, task, desc=desc)
+            (folder / "held.tmp").write_text(str(os.getpid()))
+            os.rename(folder / "held.tmp", folder / "held")  # the pid is complete when the name appears
+            while True:
+                time.sleep(0.05)
+
+    return Holding(config)
+
+
+def _held_worker(folder: Path, timeout: float = 120) -> int:
+    """The pid of the worker held inside a task (polls for it)."""
+    deadline = time.monotonic() + timeout
+    while not (folder / "held").exists():
+        assert time.monotonic() < deadline, "no worker reached a task"
+        time.sleep(0.05)
+    return int((folder / "held").read_text())
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_only_its_task_and_the_rerun_finishes_it(tmp_path):
-    import psutil
-
-    kwargs = {"model": "fake/encoder", "backend": f"{__name__}:slow_fake_backend"}
-    finished: list[str] = []
+def test_a_worker_killed_inside_a_task_loses_only_that_task_and_the_rerun_finishes_it(tmp_path, monkeypatch):
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    monkeypatch.setenv("MTEB_VLLM_TEST_HOLD", str(hold))
+    kwargs = {"model": "fake/encoder", "backend": f"{__name__}:holding_fake_backend"}
     killed: list[int] = []
 
-    def kill_a_worker_once_one_task_is_done():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
-            if len(workers) == 2 and finished:
-                os.kill(workers[0].pid, signal.SIGKILL)
-                killed.append(workers[0].pid)
-            time.sleep(0.05)
+    def kill_the_held_worker():
+        pid = _held_worker(hold)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
 
-    killer = threading.Thread(target=kill_a_worker_once_one_task_is_done, daemon=True)
+    killer = threading.Thread(target=kill_the_held_worker, daemon=True)
     killer.start()
-    summary = run_tasks(_fake(), _tasks(), output_folder=tmp_path, show_progress_bar=False,
-                        workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs=kwargs,
-                        on_task=lambda o: finished.append(o.task))
+    summary = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "out", show_progress_bar=False,
+                        workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs=kwargs)
     killer.join(timeout=5)
-    assert killed, "the test never caught two workers busy"
-    failed = [o for o in summary.outcomes if o.status == "failed"]
-    assert len(failed) <= 1 and all("exited with code -9" in o.error for o in failed), failed
-    assert summary.count("evaluated") == 4 - len(failed)  # the other worker finished everything else
-    rerun = run_tasks(_fake(), _tasks(), output_folder=tmp_path, show_progress_bar=False,
-                      workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
-    assert rerun.count("evaluated") == len(failed) and rerun.count("failed") == 0
-    assert rerun.count("done before") == 4 - len(failed)
+    assert killed, "no worker was held inside a task"
+    (failed,) = [o for o in summary.outcomes if o.status == "failed"]
+    assert "exited with code -9 while evaluating it" in failed.error
+    assert summary.count("evaluated") == 3  # the other worker finished everything else
+    rerun = run_tasks(_fake(), _tasks(), output_folder=tmp_path / "out", show_progress_bar=False)  # resumes from files
+    assert [(o.task, o.status) for o in rerun.outcomes if o.status != "done before"] == [(failed.task, "evaluated")]
+    assert rerun.count("done before") == 3
 
 
 @pytest.mark.slow
-def test_workers_with_no_output_folder_keep_no_files(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    summary = run_tasks(_fake(), _tasks()[:2], output_folder=None, show_progress_bar=False,
-                        workers=[WorkerPlan(0)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
-    assert [o.status for o in summary.outcomes] == ["evaluated"] * 2
-    assert list(tmp_path.iterdir()) == []  # it wrote into a folder named "None" before
+def test_an_interrupted_parallel_run_stops_a_busy_worker_at_once(tmp_path, monkeypatch):
+    """A Python caller's Ctrl-C (here: an on_task callback that raises it) while one worker is inside a task:
+    the busy worker is terminated after a short grace instead of being waited on for 30 s (the bug)."""
+    import multiprocessing.process
 
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    monkeypatch.setenv("MTEB_VLLM_TEST_HOLD", str(hold))
+    waits: list[float | None] = []
+    join = multiprocessing.process.BaseProcess.join
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "join",
+                        lambda self, timeout=None: waits.append(timeout) or join(self, timeout))
+    workers: list = []
+    start = multiprocessing.process.BaseProcess.start
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start",
+                        lambda self: workers.append(self) or start(self))
 
-@pytest.mark.slow
-def test_an_interrupted_parallel_run_returns_at_once(tmp_path):
-    """A Python caller's Ctrl-C (here: an on_task callback that raises it) stops the workers without waiting
-    30 s on each of them."""
     def interrupt(outcome):
+        _held_worker(hold)  # the other worker is inside its task now
         raise KeyboardInterrupt
 
-    started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_tasks(_fake(), _tasks(), output_folder=tmp_path, show_progress_bar=False, on_task=interrupt,
-                  workers=[WorkerPlan(0), WorkerPlan(1)], worker_kwargs={"model": "fake/encoder", "backend": "fake"})
-    # 60 s (2 x 30 s) before the fix; a bound far above the fix's few seconds, far below the old wait
-    assert time.monotonic() - started < 40
+                  workers=[WorkerPlan(0), WorkerPlan(1)],
+                  worker_kwargs={"model": "fake/encoder", "backend": f"{__name__}:holding_fake_backend"})
+    held = _held_worker(hold)
+    assert [p.exitcode for p in workers if p.pid == held] == [-signal.SIGTERM]  # stopped, not awaited
+    assert waits and max(waits) <= 5, waits  # 30 s per worker before the fix
 
 
 # --- GPUs (a fake NVML and a fake vLLM: tests/fake_gpu.py, tests/fake_vllm.py) --------------------------------

@@ -85,8 +85,10 @@ def bert_cross_encoder(dst: Path, tokenizer_src: str | Path, seed: int = 2, num_
 
 def classifier_config_only(minilm_path: str | Path, dst: Path) -> str:
     """MiniLM's config and tokenizer declared a sequence classifier, without weights: enough for the wrappers'
-    checks and for servers that only need the name and tokenizer (nothing can start an engine on it)."""
+    checks and for servers that only need the name and tokenizer (nothing can start an engine on it). One label,
+    as most rerankers have: its score is the logit, which a plain server's /score answers too."""
     shutil.copytree(minilm_path, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.md"))
     config = json.loads((dst / "config.json").read_text())
-    (dst / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
+    (dst / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"],
+                                                       "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}))
     return str(dst)

@@ -145,7 +145,9 @@ def visible_indices(value: str | None, uuids: list[str]) -> list[int] | None:
 
     The CUDA runtime's rules, as torch's own NVML path applies them: unset means all; a comma-separated list
     of ordinals or (prefixes of) UUIDs; the list ends at the first entry that names no device; a device named
-    twice leaves none visible.
+    twice leaves none visible. Ordinals are taken in NVML's (PCI bus) order, as vLLM's own NVML platform takes
+    them; CUDA numbers the fastest GPU first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, which matters only on a
+    machine with GPUs of different kinds, where vLLM asks for that setting too (``CudaPlatform.log_warnings``).
     """
     if value is None:
         return list(range(len(uuids)))

@@ -240,11 +240,22 @@ class _EngineForward:
         pairs = features.get("pair_texts")
         prompt_length = features.get("prompt_length") if self._uses_prompt_length else None
         rows = []
-        longest = int(mask.sum(dim=-1).max()) if ids.shape[0] else 0
-        for i in range(ids.shape[0]):
-            keep = mask[i]
-            row = ids[i][keep].tolist()
-            type_row = types[i][keep].tolist() if types is not None else None
+        lengths = mask.sum(dim=-1).tolist()
+        longest = max(lengths, default=0)
+        # One conversion per batch, then plain slicing: the real tokens are one run at either end (the tokenizer's
+        # padding side); a mask with holes (never produced by a tokenizer) falls back to masking.
+        contiguous = bool((mask.long().diff(dim=-1).abs().sum(dim=-1) <= 1).all()) if ids.shape[0] else True
+        all_ids, all_mask = ids.tolist(), mask.tolist()
+        all_types = types.tolist() if types is not None else None
+        for i, n in enumerate(lengths):
+            if contiguous:
+                start = all_mask[i].index(True) if n else 0
+                keep = slice(start, start + n)
+                row = all_ids[i][keep]
+                type_row = all_types[i][keep] if all_types is not None else None
+            else:
+                row = ids[i][mask[i]].tolist()
+                type_row = types[i][mask[i]].tolist() if types is not None else None
             pair = None
             if pairs is not None:  # only rows of the batch's longest length can have been cut
                 pair = _surviving_pair(self.transformer.tokenizer, pairs[i], len(row)) if len(row) == longest \
