@@ -108,7 +108,7 @@ def test_user_engine_argument_beats_cpu_default(qwen3_encoder):
     from mteb_vllm.cpu_defaults import CPU_BLOCK_SIZE
 
     assert CPU_BLOCK_SIZE != 64
-    assert qwen3_encoder.backend.llm.llm_engine.vllm_config.cache_config.block_size == 64
+    assert qwen3_encoder.engine.llm.llm_engine.vllm_config.cache_config.block_size == 64
 
 
 def test_nan_output_raises_with_model_and_dtype(minilm_encoder):

@@ -92,7 +92,7 @@ def test_allocator_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
 @pytest.mark.engine
 def test_running_engine_got_the_cpu_defaults(minilm_encoder):
     """The shared engine was started with the CPU defaults the user did not override."""
-    backend = minilm_encoder.backend
+    backend = minilm_encoder.engine
     if not backend.on_cpu:
         pytest.skip("CPU defaults only apply on CPU")
     vllm_config = backend.llm.llm_engine.vllm_config

@@ -42,7 +42,7 @@ def test_ctrl_c_during_an_encode_leaves_the_engine_usable(minilm_encoder):
 
     probe = ["a probe sentence", "and another one, a little longer than the first"]
     expected = minilm_encoder.embed_texts(probe)
-    llm = minilm_encoder.backend.llm
+    llm = minilm_encoder.engine.llm
     texts = [f"sentence number {i} " + "word " * (i % 100) for i in range(4000)]
 
     def interrupt_once_the_engine_computes():  # Ctrl-C, from a timer thread, while the engine is busy

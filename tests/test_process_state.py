@@ -41,7 +41,7 @@ def test_engine_start_and_encode_leave_env_rng_threads_and_gc_as_found(minilm_pa
         assert not encoder.backend.started
         encoder.embed_texts(["the engine starts here, and a first forward pass sets variables in vLLM"])
         # in-process: a test that loads bm25s (which forces worker processes) runs after this one (conftest)
-        assert encoder.backend.started and encoder.backend.in_process, encoder.backend.mode_reason
+        assert encoder.engine.started and encoder.engine.in_process, encoder.engine.mode_reason
         assert _rng_draws() == expected, "the engine start reseeded the caller's generators"
         assert dict(os.environ) == environ
         assert torch.set_num_threads is setter and torch.get_num_threads() == threads

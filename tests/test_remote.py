@@ -79,7 +79,7 @@ def test_all_endpoints_down_is_a_clear_error_not_a_hang(minilm_path):
 def test_every_server_dying_mid_run_is_a_clear_error(minilm_path):
     with _fake(minilm_path, kill_at_request=3) as a, _fake(minilm_path, kill_at_request=3) as b:
         encoder = VllmEncoderWrapper(minilm_path, endpoints=[a, b], ignore_prompt_errors=True,
-                                     remote_options=RemoteOptions(batch_inputs=10, backoff=0.01))
+                                     remote_options=RemoteOptions(batch_inputs=10, backoff=0.01, outage_wait=1.0))
         with pytest.raises(RemoteEndpointError, match="taken out|failed"):
             encoder.embed_texts(TEXTS)
 
