@@ -94,7 +94,9 @@ class EngineConfig:
     gpu_memory_utilization: float | None = _engine_arg(
         None, "Fraction of device memory given to vLLM (on CPU: of RAM).", flag=True)
     hf_overrides: dict[str, Any] | None = _engine_arg(None, "Overrides of the Hugging Face config.")
-    pooler_config: Any = _engine_arg(None, "vLLM PoolerConfig (pooling type, normalization).")
+    pooler_config: Any = _engine_arg(
+        None, "vLLM PoolerConfig (pooling type, normalization). Only for LLM rerankers with a score template: "
+              "sentence-transformers models take their pooling and modules from their files, and refuse it.")
     enforce_eager: bool | None = _engine_arg(
         None, "Skip torch.compile / CUDA graphs (default on CPU: True, it halves the start time).", flag=True)
     convert: str = "auto"

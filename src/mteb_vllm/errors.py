@@ -66,7 +66,9 @@ class RemoteCodeError(UsageError):
 
 
 class PromptReplayError(MtebVllmError, RuntimeError):
-    """mteb's reference loader could not be replayed, so the reference's prompts are unknown."""
+    """Not raised any more: mteb's registry loader now runs for real over the sentence-transformers stand-ins, and a
+    loader mteb-vllm cannot reproduce raises :class:`UnsupportedModelError`. Kept so that callers' ``except``
+    clauses still import."""
 
 
 class UnsupportedModelError(UsageError):

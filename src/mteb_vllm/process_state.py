@@ -253,7 +253,7 @@ class StartGuard:
 
     Use as a context manager around the start. The gc freeze is the one piece that outlives the start: vLLM
     freezes the heap when it is ready, and its shutdown unfreezes everything. :meth:`after_close` restores
-    the caller's frozen set after the engine is gone (see :func:`refreeze_if_needed`).
+    the caller's frozen set after the engine is gone.
     """
 
     def __init__(self) -> None:

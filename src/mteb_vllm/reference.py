@@ -111,7 +111,7 @@ def _loader_name(loader: Any) -> str:
 
 def model_files(path: str, revision: str | None, backend: Any, options: dict[str, Any]) -> str:
     """Where the stand-in reads the model's files: the model itself; or, for a backend of the caller's own (a
-    fake, a test double) and a name that has files nowhere, :func:`~mteb_vllm.testing.fake_model_folder`, so the
+    fake, a test double) and a name that has files nowhere, :func:`~mteb_vllm.testing.fake_backend.fake_model_folder`, so the
     wrappers' logic can be tested with any name and no checkpoint. A real engine or a fleet needs real files."""
     from .checkpoint import hub_file
 

@@ -2,8 +2,8 @@
 
 Why the cut is here (as httpx cuts its client from its transports): everything that decides *what* is
 computed (prompts, tokenization, truncation and its count, deduplication, NaN checks, score templates, the
-results' metadata) lives once in the wrappers; a backend only turns token ids into pooled vectors or
-scores. So the in-process engine, a fleet of ``vllm serve`` endpoints, a cache and a fake for tests are
+results' metadata) lives once in the wrappers; a backend only turns token ids into vectors (pooled, or one
+per token) or scores. So the in-process engine, a fleet of ``vllm serve`` endpoints, a cache and a fake for tests are
 interchangeable and give the same scores by construction.
 
 :class:`Backend` declares everything a caller may ask of a backend, and :class:`BaseBackend` gives each a
@@ -119,8 +119,9 @@ class Backend(Protocol):
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         """Run every input through the model; float32 array, one row per input, input order.
 
-        ``embed`` returns [n, dim] pooled embeddings; ``classify`` returns [n, num_labels] scores.
-        An empty ``inputs`` returns an array with 0 rows.
+        ``embed`` returns [n, dim] pooled embeddings; ``classify`` returns [n, num_labels] scores;
+        ``token_embed`` returns every token's hidden state, the inputs' rows one after another
+        ([sum of the inputs' lengths, hidden]). An empty ``inputs`` returns an array with 0 rows.
         """
 
     def start(self) -> None:

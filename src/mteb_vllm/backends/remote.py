@@ -695,7 +695,7 @@ class RemoteBackend(BaseBackend):
         missing = [n for n, i in enumerate(items) if i.pair is None]
         if missing:
             raise UsageError("pairs for a remote cross-encoder must carry their texts (TokenizedInput.pair); "
-                             "they come from mteb_vllm.tokenizing.tokenize_pairs")
+                             "the cross-encoder stand-in (mteb_vllm.st_model.VllmCrossEncoder) sets them")
         return "/score", {"model": model, "text_1": [i.pair[0] for i in items],
                           "text_2": [i.pair[1] for i in items]}
 

@@ -3,7 +3,7 @@
 Why a layer of the backend stack (under the cache, over the engine): the numbers a sentence-transformers model
 returns come from its whole module chain (Pooling, Dense, LayerNorm, Normalize ...), and vLLM reproduces only part
 of it — three of six pooling modes, no prompt exclusion, no LayerNorm, Dense layers with another default
-activation (measured: /work/survey/st_vllm.md of issue 16). So the engine is asked for what it computes exactly
+activation (measured for issue 16). So the engine is asked for what it computes exactly
 and these module objects, the very ones sentence-transformers loaded from the checkpoint, do the rest:
 
 - **native**: the first module after the Transformer is a Pooling of one mode vLLM has (cls, mean, lasttoken)

@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="run only shard i of N of the task list (a deterministic, cost-balanced split), for "
                           "job arrays writing one --output-folder; `mteb-vllm results` shows what is missing")
     run.add_argument("--ignore-prompt-errors", action="store_true",
-                     help="evaluate without prompts when mteb's reference loader cannot be replayed "
-                          "(scores may differ from the reference)")
+                     help="when mteb's registry loader for the model cannot be reproduced on vLLM, evaluate with "
+                          "mteb's default sentence-transformers setup instead (scores may differ from the reference; "
+                          "results are filed under loader_default)")
     run.set_defaults(func=cmd_run)
 
 
