@@ -611,3 +611,21 @@ def test_a_server_replaced_behind_the_same_url_gets_another_namespace(minilm_pat
     with FakeServer(FakeServerConfig(model=minilm_path, dim=DIM, max_model_len=256, scale=1.5), port=port,
                     threaded=True) as url:
         assert _backend(minilm_path, [url]).info.details["identity"] != first
+
+
+def test_a_model_whose_pooling_needs_every_token_is_refused_before_any_server_is_asked(minilm_path, tmp_path):
+    """Max pooling is a sentence-transformers pooling vLLM does not compute: the wrapper would need every token's
+    hidden state, which a fleet does not send. Refused at construction, naming the way out, with no server asked
+    (the endpoint below does not exist: asking it would fail otherwise)."""
+    import json
+    import shutil
+
+    from mteb_vllm.errors import UnsupportedModelError
+
+    folder = tmp_path / "minilm-max"
+    shutil.copytree(minilm_path, folder, ignore=shutil.ignore_patterns("*.md"))
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    pooling.update(pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    with pytest.raises(UnsupportedModelError, match="does not fetch; evaluate it with the local engine"):
+        VllmEncoderWrapper(str(folder), endpoints=[f"http://127.0.0.1:{free_port()}"], ignore_prompt_errors=True)

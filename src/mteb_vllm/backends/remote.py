@@ -94,6 +94,13 @@ class RemoteEndpointError(MtebVllmError, ConnectionError):
     """The fleet cannot do the work: every endpoint is down or was taken out, or one serves something else."""
 
 
+
+#: Why a model whose sentence-transformers pooling vLLM does not compute cannot run on a fleet.
+_TOKEN_PATH_REFUSAL = ("{model}: its sentence-transformers pooling is one vLLM does not compute, so every token's "
+                       "hidden state is needed, which the fleet client does not fetch; evaluate it with the local "
+                       "engine")
+
+
 @dataclass(frozen=True)
 class RemoteOptions:
     """How the client loads the fleet (the defaults keep a vLLM server's scheduler full without queueing long).
@@ -266,6 +273,11 @@ class RemoteBackend(BaseBackend):
             raise UsageError("the remote backend needs at least one endpoint URL")
         if options is not None and not isinstance(options, RemoteOptions):
             raise UsageError(f"remote options must be a RemoteOptions, not {type(options).__name__}")
+        pooler = config.pooler_config if isinstance(config.pooler_config, dict) else {}
+        if pooler.get("task") == "token_embed":  # refused before any server is asked, not at the first encode
+            from ..errors import UnsupportedModelError
+
+            raise UnsupportedModelError(_TOKEN_PATH_REFUSAL.format(model=config.model))
         self.config = config
         self.options = options or RemoteOptions()
         self.endpoints = [Endpoint(check_url(u)) for u in dict.fromkeys(endpoints)]
@@ -770,9 +782,7 @@ class RemoteBackend(BaseBackend):
         if task == "token_embed":
             from ..errors import UnsupportedModelError
 
-            raise UnsupportedModelError(
-                f"{self.config.model}: its sentence-transformers pooling is one vLLM does not compute, so every token's "
-                "hidden state is needed, which the fleet client does not fetch; evaluate it with the local engine")
+            raise UnsupportedModelError(_TOKEN_PATH_REFUSAL.format(model=self.config.model))
         if not inputs:
             return np.zeros((0, 0), dtype=np.float32)
         with self._lock:
