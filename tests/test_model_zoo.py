@@ -25,11 +25,11 @@ from zoo_checks import (
     MAX_NORM_ERROR,
     MAX_ONE_MINUS_COS,
     MAX_SCORE_DELTA,
-    EngineStartBlocked,
     Outcome,
     SpyBackend,
     captured_inputs,
     describe_difference,
+    expect_refused,
     hf_model_of,
     main_score,
     no_engine_start,
@@ -42,7 +42,6 @@ from zoo_checks import (
     text_loader,
 )
 
-from mteb_vllm.errors import UnsupportedModelError
 
 EXACT_ENCODERS = [s for s in SETUPS if s.kind == "encoder" and s.expected == "exact"]
 EXACT_CROSS_ENCODERS = [s for s in SETUPS if s.kind == "cross-encoder" and s.expected == "exact"]
@@ -216,19 +215,9 @@ def test_the_model_gets_the_token_ids_sentence_transformers_gives_it(sid):
 def test_refused_before_any_engine_starts(setup):
     from mteb_vllm import VllmCrossEncoderWrapper, VllmEncoderWrapper
 
-    outcome = Outcome(setup.id, SECTION)
     wrapper_cls = VllmEncoderWrapper if setup.kind == "encoder" else VllmCrossEncoderWrapper
-    with outcome.recording(), no_engine_start():
-        try:
-            wrapper_cls(str(build(setup)), dtype="float32", lazy_start=False).close()
-        except UnsupportedModelError as exc:
-            outcome.set(result="refused", reason=str(exc).splitlines()[0][:300])
-        except EngineStartBlocked:
-            outcome.set(result="error", reason="not refused: an engine was about to start")
-            pytest.fail(f"{setup.id}: no UnsupportedModelError before the engine start ({setup.reason})")
-        else:
-            outcome.set(result="error", reason="accepted without an engine start")
-            pytest.fail(f"{setup.id}: accepted; expected UnsupportedModelError ({setup.reason})")
+    expect_refused(Outcome(setup.id, SECTION),
+                   lambda: wrapper_cls(str(build(setup)), dtype="float32", lazy_start=False).close(), setup.reason)
 
 
 # --- engine tier ---------------------------------------------------------------------------------------------

@@ -19,11 +19,11 @@ from model_zoo import medium_text, sentences
 from registry_zoo import REGISTRY, build_hub_cache
 from zoo_checks import (
     MAX_MAIN_SCORE_DELTA,
-    EngineStartBlocked,
     Outcome,
     SpyBackend,
     captured_inputs,
     describe_difference,
+    expect_refused,
     hf_model_of,
     main_score,
     no_engine_start,
@@ -33,7 +33,6 @@ from zoo_checks import (
     text_loader,
 )
 
-from mteb_vllm.errors import UnsupportedModelError
 
 EXACT = [m for m in REGISTRY if m.expected == "exact"]
 REFUSED = [m for m in REGISTRY if m.expected == "refused"]
@@ -157,18 +156,8 @@ def test_the_model_gets_the_token_ids_mtebs_loader_gives_it(entry, offline_hub):
 def test_refused_before_any_engine_starts(entry, offline_hub):
     from mteb_vllm import VllmEncoderWrapper
 
-    outcome = Outcome(entry.name, SECTION)
-    with outcome.recording(), no_engine_start():
-        try:
-            VllmEncoderWrapper(entry.name, dtype="float32").close()
-        except UnsupportedModelError as exc:
-            outcome.set(result="refused", reason=str(exc).splitlines()[0][:300])
-        except EngineStartBlocked:
-            outcome.set(result="error", reason="not refused: an engine was about to start")
-            pytest.fail(f"{entry.name}: no UnsupportedModelError before the engine start ({entry.reason})")
-        else:
-            outcome.set(result="error", reason="accepted without an engine start")
-            pytest.fail(f"{entry.name}: accepted; expected UnsupportedModelError ({entry.reason})")
+    expect_refused(Outcome(entry.name, SECTION), lambda: VllmEncoderWrapper(entry.name, dtype="float32").close(),
+                   entry.reason)
 
 
 @pytest.mark.engine

@@ -160,6 +160,7 @@ def real_server(tmp_path_factory):
 
 
 @pytest.mark.engine
+@pytest.mark.full  # make test runs the same check on a server started by `mteb-vllm serve` (test_serve.py)
 def test_a_real_vllm_serve_gives_the_local_engines_embeddings(real_server, minilm_encoder, minilm_path):
     import mteb
 

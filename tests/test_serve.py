@@ -207,11 +207,18 @@ def test_the_servers_own_output_is_shown(tmp_path, capfd):
 
 
 @pytest.mark.engine
-def test_kill_9_of_a_real_mteb_vllm_serve_leaves_nothing(minilm_path, tmp_path):
-    """N21 with the real server: no process of it 5 s after kill -9 of `mteb-vllm serve`, and the port free."""
+def test_a_real_mteb_vllm_serve_scores_as_the_local_engine_and_leaves_nothing_after_kill_9(minilm_path, tmp_path,
+                                                                                           minilm_encoder):
+    """The user's fleet path with the real server, started by the CLI: its embeddings equal the local engine's
+    (a text over the context included, truncated on the client) and so do the demo tasks' scores, filed under the
+    asked precision; then N21: no process of it 5 s after kill -9 of `mteb-vllm serve`, and the port free."""
     import urllib.request
 
+    import mteb
+    import numpy as np
     import psutil
+
+    from mteb_vllm import VllmEncoderWrapper, demo_tasks
 
     port = free_port()
     cli = subprocess.Popen([sys.executable, "-m", "mteb_vllm.cli", "serve", minilm_path, "--port", str(port),
@@ -227,6 +234,16 @@ def test_kill_9_of_a_real_mteb_vllm_serve_leaves_nothing(minilm_path, tmp_path):
                     break
             except OSError:
                 time.sleep(1)
+        remote = VllmEncoderWrapper(minilm_path, endpoints=[url], dtype="float32",
+                                    model_name="sentence-transformers/all-MiniLM-L6-v2")
+        texts = [f"sentence {i} about rivers and {i % 7} towns" for i in range(100)] + ["word " * 400]
+        assert np.abs(remote.embed_texts(texts) - minilm_encoder.embed_texts(texts)).max() <= 1e-6
+        assert remote.engine.verified  # it reported what it computes (the identity route of `mteb-vllm serve`)
+        scores = [{r.task_name: r.get_score() for r in mteb.evaluate(model, demo_tasks(), cache=None,
+                                                                      show_progress_bar=False).task_results}
+                  for model in (remote, minilm_encoder)]
+        assert scores[0] == scores[1]
+        assert remote.mteb_model_meta.experiment_kwargs == {"dtype": "float32"}
         time.sleep(1)  # the CLI hands the server's processes to its sidecar when /health answers
         sidecars = {p.pid for p in psutil.Process(cli.pid).children() if "mteb_vllm.reaper" in " ".join(p.cmdline())}
         pids = [p.pid for p in psutil.Process(cli.pid).children(recursive=True) if p.pid not in sidecars]

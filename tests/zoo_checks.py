@@ -177,6 +177,26 @@ def no_engine_start() -> Iterator[None]:
             setattr(owner, name, original)
 
 
+def expect_refused(outcome: Outcome, build: Any, reason: str) -> None:
+    """``build()`` (a wrapper's construction, closed again) must raise UnsupportedModelError before any engine
+    start; the outcome records the refusal's first line, or the test fails saying what happened instead."""
+    import pytest
+
+    from mteb_vllm.errors import UnsupportedModelError
+
+    with outcome.recording(), no_engine_start():
+        try:
+            build()
+        except UnsupportedModelError as exc:
+            outcome.set(result="refused", reason=str(exc).splitlines()[0][:300])
+        except EngineStartBlocked:
+            outcome.set(result="error", reason="not refused: an engine was about to start")
+            pytest.fail(f"{outcome.key}: no UnsupportedModelError before the engine start ({reason})")
+        else:
+            outcome.set(result="error", reason="accepted without an engine start")
+            pytest.fail(f"{outcome.key}: accepted; expected UnsupportedModelError ({reason})")
+
+
 class SpyBackend(BackendLayer):
     """A backend that records every input the wrapper hands to the model (``Backend.pool``) and answers with
     FakeBackend's deterministic vectors. Everything else (tokenizer, context length, dtype, revision, and any

@@ -234,6 +234,25 @@ class _EngineForward:
     #: Set by the wrapper: token rows -> float32 array (embeddings, or a cross-encoder's logits).
     engine: Callable[[list[TokenizedInput]], np.ndarray] | None
 
+    def _build(self, what: str, model_name_or_path: str | None, args: tuple, kwargs: dict[str, Any]) -> str:
+        """Run the sentence-transformers class's own ``__init__`` (the next class in the MRO) with every
+        Transformer module built as an :class:`EngineTransformer`; returns the model's name for messages."""
+        if args:  # sentence-transformers takes only the name positionally; say so as it does
+            raise TypeError(f"{what}() takes 1 positional argument but {1 + len(args)} were given")
+        name = str(model_name_or_path)
+        _check_loader_kwargs(name, kwargs)
+        self._module_classes = {t: EngineTransformer for t in TRANSFORMER_TYPES}
+        self.engine = None
+        with _BUILD_LOCK:
+            super().__init__(model_name_or_path, **kwargs)  # type: ignore[call-arg]
+        return name
+
+    def _load_defaults_with_engine(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """The class's ``_load_default_modules`` (a folder without modules.json) with ``module.Transformer``
+        swapped for :class:`EngineTransformer` while it runs."""
+        with _BUILD_LOCK, _global(module, "Transformer", EngineTransformer):
+            return super()._load_default_modules(*args, **kwargs)  # type: ignore[misc]
+
     def _engine_rows(self, features: dict[str, Any]) -> list[TokenizedInput]:
         ids, mask = features["input_ids"], features["attention_mask"].bool()
         types = features.get("token_type_ids")
@@ -309,22 +328,14 @@ class VllmSentenceTransformer(_EngineForward, SentenceTransformer):
     """
 
     def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any):
-        if args:  # sentence-transformers takes only the name positionally; say so as it does
-            raise TypeError(f"SentenceTransformer() takes 1 positional argument but {1 + len(args)} were given")
-        name = str(model_name_or_path)
-        _check_loader_kwargs(name, kwargs)
-        self._module_classes = {t: EngineTransformer for t in TRANSFORMER_TYPES}
-        self.engine = None
-        with _BUILD_LOCK:
-            super().__init__(model_name_or_path, **kwargs)
+        name = self._build("SentenceTransformer", model_name_or_path, args, kwargs)
         self._check_modules(name)
         self.eval()
 
     def _load_default_modules(self, *args: Any, **kwargs: Any):
         from sentence_transformers.sentence_transformer import model as st_model
 
-        with _BUILD_LOCK, _global(st_model, "Transformer", EngineTransformer):
-            return super()._load_default_modules(*args, **kwargs)
+        return self._load_defaults_with_engine(st_model, args, kwargs)
 
     def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         out = dict(input)
@@ -362,14 +373,7 @@ class VllmCrossEncoder(_EngineForward, CrossEncoder):
     returns raw logits."""
 
     def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any):
-        if args:
-            raise TypeError(f"CrossEncoder() takes 1 positional argument but {1 + len(args)} were given")
-        name = str(model_name_or_path)
-        _check_loader_kwargs(name, kwargs)
-        self._module_classes = {t: EngineTransformer for t in TRANSFORMER_TYPES}
-        self.engine = None
-        with _BUILD_LOCK:
-            super().__init__(model_name_or_path, **kwargs)
+        name = self._build("CrossEncoder", model_name_or_path, args, kwargs)
         modules = list(self)
         if len(modules) != 1 or not isinstance(modules[0], EngineTransformer) \
                 or modules[0].transformer_task != "sequence-classification":
@@ -382,8 +386,7 @@ class VllmCrossEncoder(_EngineForward, CrossEncoder):
     def _load_default_modules(self, *args: Any, **kwargs: Any):
         from sentence_transformers.cross_encoder import model as ce_model
 
-        with _BUILD_LOCK, _global(ce_model, "Transformer", EngineTransformer):
-            return super()._load_default_modules(*args, **kwargs)
+        return self._load_defaults_with_engine(ce_model, args, kwargs)
 
     def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         out = dict(input)

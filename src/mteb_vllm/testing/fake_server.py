@@ -254,7 +254,9 @@ class FakeServer:
     def start(self) -> FakeServer:
         if self.threaded:
             self._server = make_server(self.config, port=self.port)
-            threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-vllm-serve").start()
+            # a short poll: shutdown() waits for the loop to look at its flag (0.5 s by default, per server)
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
+                             name="fake-vllm-serve").start()
             return self
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mteb_vllm.testing.fake_server", "--port", str(self.port), "--config",
