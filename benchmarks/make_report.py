@@ -326,8 +326,9 @@ def _machines_section(folders: list[Folder], root: Path) -> list[str]:
     heads = [(_machine_name(f), _headlines(f)) for f in folders]
     rows = list(dict.fromkeys(k for _, h in heads for k in h))
     lines = ["## The headline figures on each machine", "",
-             "Every machine this project's benchmarks ran on, the latest first; each column comes from that "
-             "machine's own runs (its tables: " + ", ".join(
+             "Every machine this project's benchmarks ran on: the latest full `make bench` first, then the "
+             "dated folders of other runs, newest first; each column comes from that machine's own runs (a "
+             "folder may hold only some of the benchmarks; its tables: " + ", ".join(
                  "this file" if i == 0 else f"`{f.path.relative_to(root) if f.path.is_relative_to(root) else f.path}/REPORT.md`"
                  for i, f in enumerate(folders))
              + ").", "",
@@ -349,7 +350,8 @@ def write_reports(results: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md") -
     return the text of ``out``."""
     image = f"{results.relative_to(out.parent)}/" if results.is_relative_to(out.parent) else f"{results}/"
     current = Folder(results, image, "latest")
-    earlier = [Folder(p, "", p.name) for p in sorted(results.iterdir()) if p.is_dir() and any(p.glob("*.json"))]
+    earlier = [Folder(p, "", p.name) for p in sorted(results.iterdir(), reverse=True)  # dated names: newest first
+               if p.is_dir() and any(p.glob("*.json"))]
     for folder in earlier:  # an earlier machine's full tables, next to its JSON
         (folder.path / "REPORT.md").write_text("\n".join(
             [f"# Benchmarks on an earlier machine ({folder.path.name})", "", INTRO, ""] + _sections(folder)))
