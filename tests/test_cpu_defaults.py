@@ -7,30 +7,30 @@ import platform
 
 import pytest
 
-from mteb_vllm import cpu_defaults as hardware
+from mteb_vllm import cpu_defaults
 
 
 def test_core_ranges_use_the_bind_syntax():
-    assert hardware._as_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
-    assert hardware._as_ranges([3]) == "3"
+    assert cpu_defaults._as_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert cpu_defaults._as_ranges([3]) == "3"
 
 
 def test_worker_thread_binding_respects_the_user(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
-    cores = hardware.available_cores()
-    assert hardware.engine_thread_environment() == {"VLLM_CPU_OMP_THREADS_BIND": hardware._as_ranges(cores)}
+    cores = cpu_defaults.available_cores()
+    assert cpu_defaults.engine_thread_environment() == {"VLLM_CPU_OMP_THREADS_BIND": cpu_defaults._as_ranges(cores)}
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's thread count limits the binding
-    assert hardware.engine_thread_environment() == {"VLLM_CPU_OMP_THREADS_BIND": str(cores[0])}
+    assert cpu_defaults.engine_thread_environment() == {"VLLM_CPU_OMP_THREADS_BIND": str(cores[0])}
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")  # the user's binding is taken as it is
-    assert hardware.engine_thread_environment() == {}
+    assert cpu_defaults.engine_thread_environment() == {}
 
 
 def test_tensor_parallel_ranks_get_disjoint_core_groups():
-    assert hardware.core_groups(2, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
-    assert hardware.core_groups(1, [5, 7]) == [[5, 7]]
+    assert cpu_defaults.core_groups(2, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    assert cpu_defaults.core_groups(1, [5, 7]) == [[5, 7]]
     with pytest.raises(ValueError, match="tensor_parallel_size=3 needs at least one CPU core per rank"):
-        hardware.core_groups(3, [0, 1])
+        cpu_defaults.core_groups(3, [0, 1])
 
 
 def test_step_budget_and_kv_cache_follow_the_model(minilm_path):
@@ -38,11 +38,11 @@ def test_step_budget_and_kv_cache_follow_the_model(minilm_path):
     from mteb_vllm.checkpoint import model_context_length
 
     assert model_context_length(minilm_path, trust_remote_code=False) == 256
-    assert hardware.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=None) == 4096
-    assert hardware.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=8192) == 8192
-    size = hardware.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
+    assert cpu_defaults.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=None) == 4096
+    assert cpu_defaults.cpu_batched_tokens(minilm_path, trust_remote_code=False, max_model_len=8192) == 8192
+    size = cpu_defaults.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
                                        max_num_batched_tokens=4096, dtype="float32")
-    assert hardware.CPU_KV_CACHE_MIN_BYTES <= size <= hardware.CPU_KV_CACHE_MAX_FRACTION * hardware.usable_memory()
+    assert cpu_defaults.CPU_KV_CACHE_MIN_BYTES <= size <= cpu_defaults.CPU_KV_CACHE_MAX_FRACTION * cpu_defaults.usable_memory()
 
 
 def _cgroup(tmp_path, self_cgroup: str, files: dict[str, str]):
@@ -52,7 +52,7 @@ def _cgroup(tmp_path, self_cgroup: str, files: dict[str, str]):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     (tmp_path / "self").write_text(self_cgroup)
-    return hardware.cgroup_memory_limit(tmp_path, tmp_path / "self")
+    return cpu_defaults.cgroup_memory_limit(tmp_path, tmp_path / "self")
 
 
 def test_the_cgroup_memory_limit_is_read_for_v2_and_v1(tmp_path):
@@ -73,20 +73,20 @@ def test_a_containers_memory_limit_sizes_the_kv_cache_not_the_hosts_ram(tmp_path
     limit = 2 * 2**30
     (tmp_path / "memory.max").write_text(str(limit))
     (tmp_path / "self").write_text("0::/\n")
-    real = hardware.cgroup_memory_limit
-    monkeypatch.setattr(hardware, "cgroup_memory_limit", lambda: real(tmp_path, tmp_path / "self"))
-    assert hardware.usable_memory() == limit  # less than this machine's RAM
-    size = hardware.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
+    real = cpu_defaults.cgroup_memory_limit
+    monkeypatch.setattr(cpu_defaults, "cgroup_memory_limit", lambda: real(tmp_path, tmp_path / "self"))
+    assert cpu_defaults.usable_memory() == limit  # less than this machine's RAM
+    size = cpu_defaults.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
                                        max_num_batched_tokens=1_000_000, dtype="float32")
-    assert size == hardware.CPU_KV_CACHE_MAX_FRACTION * limit
+    assert size == cpu_defaults.CPU_KV_CACHE_MAX_FRACTION * limit
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_allocator_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("MTEB_VLLM_MALLOC_TUNING", "0")
-    assert hardware.tune_cpu_allocator() is False
+    assert cpu_defaults.tune_cpu_allocator() is False
     monkeypatch.delenv("MTEB_VLLM_MALLOC_TUNING")
-    assert hardware.tune_cpu_allocator() is True
+    assert cpu_defaults.tune_cpu_allocator() is True
 
 
 @pytest.mark.engine
@@ -96,8 +96,8 @@ def test_running_engine_got_the_cpu_defaults(minilm_encoder):
     if not backend.on_cpu:
         pytest.skip("CPU defaults only apply on CPU")
     vllm_config = backend.llm.llm_engine.vllm_config
-    assert vllm_config.cache_config.block_size == hardware.CPU_BLOCK_SIZE
-    assert vllm_config.scheduler_config.max_num_batched_tokens == hardware.CPU_MAX_NUM_BATCHED_TOKENS
+    assert vllm_config.cache_config.block_size == cpu_defaults.CPU_BLOCK_SIZE
+    assert vllm_config.scheduler_config.max_num_batched_tokens == cpu_defaults.CPU_MAX_NUM_BATCHED_TOKENS
     # in-process: a test that loads bm25s (which forces worker processes) runs after this one (conftest)
     assert backend.in_process, backend.mode_reason
     assert gc.isenabled(), "the collector paused for the engine start must be running again"
