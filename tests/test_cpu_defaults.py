@@ -78,7 +78,7 @@ def test_a_containers_memory_limit_sizes_the_kv_cache_not_the_hosts_ram(tmp_path
     monkeypatch.setattr(cpu_defaults, "cgroup_memory_limit", lambda: real(tmp_path, tmp_path / "self"))
     assert cpu_defaults.usable_memory() == limit  # less than this machine's RAM
     size = cpu_defaults.cpu_kv_cache_bytes(minilm_path, trust_remote_code=False, max_model_len=None,
-                                       max_num_batched_tokens=1_000_000, dtype="float32")
+                                           max_num_batched_tokens=1_000_000, dtype="float32")
     assert size == cpu_defaults.CPU_KV_CACHE_MAX_FRACTION * limit
 
 
