@@ -4,7 +4,6 @@ forked child (N57). Marker ``engine`` tests share the session's MiniLM engine wh
 
 from __future__ import annotations
 
-import _thread
 import faulthandler
 import os
 import subprocess
@@ -37,24 +36,33 @@ def test_a_context_length_above_the_models_is_refused_before_the_engine_starts(m
 @pytest.mark.engine
 def test_ctrl_c_during_an_encode_leaves_the_engine_usable(minilm_encoder):
     """Red-team N58: the KeyboardInterrupt a notebook's "interrupt kernel" raises lands inside vLLM's step; the
-    requests it had scheduled stayed in the engine, and the next encode spun on them forever at 100 % CPU."""
+    requests it had scheduled stayed in the engine, and the next encode spun on them forever at 100 % CPU.
+
+    The interrupt is raised by vLLM's own step, on its third call, with requests in flight: deterministic (a timer
+    thread's ``_thread.interrupt_main`` landed after the encode had finished on a loaded machine)."""
     from mteb_vllm.backends.local import _is_idle
 
     probe = ["a probe sentence", "and another one, a little longer than the first"]
     expected = minilm_encoder.embed_texts(probe)
     llm = minilm_encoder.engine.llm
+    engine = llm.llm_engine
     texts = [f"sentence number {i} " + "word " * (i % 100) for i in range(4000)]
+    step, in_flight = engine.step, []
 
-    def interrupt_once_the_engine_computes():  # Ctrl-C, from a timer thread, while the engine is busy
-        deadline = time.monotonic() + 120
-        while not llm.llm_engine.has_unfinished_requests() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.3)
-        _thread.interrupt_main()
+    def step_interrupted_on_its_third_call():
+        if len(in_flight) == 2:
+            in_flight.append(engine.has_unfinished_requests())
+            raise KeyboardInterrupt
+        in_flight.append(engine.has_unfinished_requests())
+        return step()
 
-    threading.Thread(target=interrupt_once_the_engine_computes, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        minilm_encoder.embed_texts(texts)
+    engine.step = step_interrupted_on_its_third_call
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            minilm_encoder.embed_texts(texts)
+    finally:
+        del engine.step  # the instance attribute goes; the class's step is back
+    assert in_flight == [True, True, True]  # the interrupt came with requests scheduled
     assert _is_idle(llm)
     faulthandler.dump_traceback_later(180, exit=True)  # a deadline: without the fix this call never returned
     try:
