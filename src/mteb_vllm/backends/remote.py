@@ -910,6 +910,9 @@ class RemoteBackend(BaseBackend):
                         dispatched = True
                     if not dispatched or not pending:
                         wake.clear()
+                        # A finished task leaves `running` in a done-callback that may not have run yet: waiting
+                        # for such a task would wait for a wake-up that already came, i.e. the whole second.
+                        running.difference_update([t for t in running if t.done()])
                         if running:
                             with contextlib.suppress(asyncio.TimeoutError):
                                 await asyncio.wait_for(wake.wait(), timeout=1.0)

@@ -216,11 +216,18 @@ class _Handler(BaseHTTPRequestHandler):
         return {"object": "list", "model": model, "data": data, "usage": usage}
 
 
+class _Server(ThreadingHTTPServer):
+    # The listen backlog: socketserver's default of 5 drops the connections a client opens at once beyond it
+    # (a fleet client opens max_in_flight per endpoint, plus its checks), and a dropped SYN is sent again only
+    # after a second; vLLM's server listens with a backlog in the thousands.
+    request_queue_size = 1024
+
+
 def make_server(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 8100) -> ThreadingHTTPServer:
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the fake server only listens on the loopback interface")
     handler = type("Handler", (_Handler,), {"state": _State(config)})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True
     return server
 
