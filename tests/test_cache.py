@@ -244,9 +244,9 @@ def test_pieces_hold_about_flush_seconds_of_work_at_the_measured_rate(tmp_path, 
     from mteb_vllm.backends import cached
     from mteb_vllm.backends.protocol import TokenizedInput
 
-    monkeypatch.setattr(cached, "FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr(cached, "FLUSH_SECONDS", 0.0125)
     monkeypatch.setattr(cached, "MIN_FLUSH_TOKENS", 100)
-    inner = FakeBackend(seconds_per_token=1e-4)  # 10,000 tokens/s at most: 0.05 s is <= 500 tokens
+    inner = FakeBackend(seconds_per_token=2.5e-5)  # 40,000 tokens/s at most: 0.0125 s is <= 500 tokens
     inputs = [TokenizedInput([2] + [10 + i] * 8 + [3]) for i in range(300)]  # 10 tokens each
     out = CachedBackend(inner, tmp_path).pool(inputs, "embed")
     tokens = [call.tokens for call in inner.calls]
