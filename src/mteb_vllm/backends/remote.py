@@ -888,8 +888,12 @@ class RemoteBackend(BaseBackend):
                             logger.warning("every endpoint is out; waiting up to %g s for one to pass its check "
                                            "again", options.outage_wait)
                         wake.clear()
+                        # wake up when the next check is due or the wait ends (not up to 0.2 s after), so a
+                        # fleet waits neither longer than outage_wait nor longer than needed for a check
+                        next_at = min([e.retry_at for e in waiting if not e.checking]
+                                      + [outage_since + options.outage_wait])
                         with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(wake.wait(), timeout=0.2)
+                            await asyncio.wait_for(wake.wait(), timeout=min(0.2, max(0.005, next_at - now)))
                         continue
                     outage_since = None
                     dispatched = False
