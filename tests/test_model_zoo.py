@@ -14,6 +14,7 @@ into the README's model-support table).
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 
@@ -62,6 +63,13 @@ def session_engine(minilm_encoder):
 
 
 def _st(path):
+    """The folder's SentenceTransformer, loaded once per module (the tests only read it: attributes, preprocess,
+    encode); the layout, special-folder and token-id tests ask for the same folders."""
+    return _st_load(str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _st_load(path: str):
     import torch
     from sentence_transformers import SentenceTransformer
 

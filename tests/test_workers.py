@@ -178,8 +178,21 @@ def test_gpu_workers_that_would_compute_in_different_precisions_are_refused(monk
     assert len(plan_workers(1)) == 1
 
 
+@pytest.fixture(scope="module")
+def finished_bfloat16_run(tmp_path_factory, minilm_path):
+    """A results folder where the four tasks were evaluated in bfloat16 (once for the module; each case resumes
+    from its own copy)."""
+    folder = tmp_path_factory.mktemp("finished-bf16")
+    done = run_tasks(VllmEncoderWrapper(minilm_path, model_name="sentence-transformers/all-MiniLM-L6-v2",
+                                        backend="fake", dtype="bfloat16"), _tasks(),
+                     output_folder=folder, show_progress_bar=False)
+    assert done.count("evaluated") == 4
+    return folder
+
+
 @pytest.mark.parametrize("how", ["workers", "shard"])
-def test_a_gpu_resume_starts_no_engine_and_no_worker_for_finished_tasks(monkeypatch, tmp_path, minilm_path, how):
+def test_a_gpu_resume_starts_no_engine_and_no_worker_for_finished_tasks(monkeypatch, tmp_path, minilm_path, how,
+                                                                        finished_bfloat16_run):
     """The parent knows the precision its workers (or a shard's engine) will compute in from the GPU's facts,
     so finished tasks are found under it and nothing starts. Before, a GPU engine stayed "auto" until it
     started: results were looked up under dtype_auto and every rerun handed every task out again (with
@@ -187,10 +200,10 @@ def test_a_gpu_resume_starts_no_engine_and_no_worker_for_finished_tasks(monkeypa
     import fake_gpu
     import fake_vllm
 
+    import shutil
+
     name = "sentence-transformers/all-MiniLM-L6-v2"
-    done = run_tasks(VllmEncoderWrapper(minilm_path, model_name=name, backend="fake", dtype="bfloat16"), _tasks(),
-                     output_folder=tmp_path, show_progress_bar=False)
-    assert done.count("evaluated") == 4
+    shutil.copytree(finished_bfloat16_run, tmp_path, dirs_exist_ok=True)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     machine = fake_gpu.install(monkeypatch, _gpus((9, 0), (9, 0)))
     fake_vllm.install(monkeypatch, fake_vllm.versions()[-1])

@@ -888,8 +888,12 @@ class RemoteBackend(BaseBackend):
                             logger.warning("every endpoint is out; waiting up to %g s for one to pass its check "
                                            "again", options.outage_wait)
                         wake.clear()
+                        # wake up when the next check is due or the wait ends (not up to 0.2 s after), so a
+                        # fleet waits neither longer than outage_wait nor longer than needed for a check
+                        next_at = min([e.retry_at for e in waiting if not e.checking]
+                                      + [outage_since + options.outage_wait])
                         with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(wake.wait(), timeout=0.2)
+                            await asyncio.wait_for(wake.wait(), timeout=min(0.2, max(0.005, next_at - now)))
                         continue
                     outage_since = None
                     dispatched = False
@@ -910,6 +914,9 @@ class RemoteBackend(BaseBackend):
                         dispatched = True
                     if not dispatched or not pending:
                         wake.clear()
+                        # A finished task leaves `running` in a done-callback that may not have run yet: waiting
+                        # for such a task would wait for a wake-up that already came, i.e. the whole second.
+                        running.difference_update([t for t in running if t.done()])
                         if running:
                             with contextlib.suppress(asyncio.TimeoutError):
                                 await asyncio.wait_for(wake.wait(), timeout=1.0)

@@ -91,6 +91,9 @@ class _State:
 class _Handler(BaseHTTPRequestHandler):
     state: _State
     protocol_version = "HTTP/1.1"
+    # An answer goes out as two writes (headers, then body); with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK of the headers (~40 ms on Linux) on every request, as vLLM's server never does.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the tests read the client's logs
         return
@@ -213,11 +216,18 @@ class _Handler(BaseHTTPRequestHandler):
         return {"object": "list", "model": model, "data": data, "usage": usage}
 
 
+class _Server(ThreadingHTTPServer):
+    # The listen backlog: socketserver's default of 5 drops the connections a client opens at once beyond it
+    # (a fleet client opens max_in_flight per endpoint, plus its checks), and a dropped SYN is sent again only
+    # after a second; vLLM's server listens with a backlog in the thousands.
+    request_queue_size = 1024
+
+
 def make_server(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 8100) -> ThreadingHTTPServer:
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the fake server only listens on the loopback interface")
     handler = type("Handler", (_Handler,), {"state": _State(config)})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True
     return server
 
