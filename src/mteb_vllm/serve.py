@@ -86,6 +86,9 @@ def server_launcher(model_path: str) -> list[str]:
     """
     import importlib.metadata as md
 
+    from .backends.local import check_vllm_version
+
+    check_vllm_version()
     try:
         md.version("vllm")
     except md.PackageNotFoundError:

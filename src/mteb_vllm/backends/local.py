@@ -41,6 +41,7 @@ CHUNK_SIZE = 4096
 
 
 def _import_vllm():
+    check_vllm_version()
     try:
         import vllm
         from vllm.inputs import TokensPrompt
@@ -709,7 +710,28 @@ def _token_type_compressor():
 
 
 #: The vLLM releases this package is tested against (pyproject.toml's gpu extra).
-_SUPPORTED_VLLM = 'pip install "vllm>=0.30,<0.35"'
+_SUPPORTED_VLLM = 'pip install "vllm>=0.31,<0.35"'
+
+#: The oldest vLLM whose scores are the reference's. vLLM 0.30 runs the last layers of BERT's and ModernBERT's
+#: classifier heads (BertPooler's tanh; ModernBERT's activation and norm) as the output activation, so with the
+#: output activation off, as a cross-encoder's raw logits need it, they are skipped too. In the compat tier of
+#: 2026-12-06 every BERT and ModernBERT cross-encoder setup of the parity suite scored wrong under 0.30 (score
+#: deltas 0.04-0.45 against sentence-transformers; XLM-R passed); 0.31 keeps the heads' layers.
+MIN_VLLM = (0, 31)
+
+
+def check_vllm_version(version: str | None = None) -> None:
+    """Refuse, before vLLM is imported, a vLLM older than :data:`MIN_VLLM` (read from its package metadata).
+    Versions that do not parse (a source build) are let through."""
+    import re
+
+    version = version if version is not None else _vllm_version()
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found and (int(found.group(1)), int(found.group(2))) < MIN_VLLM:
+        raise EngineStartError(
+            f"vLLM {version} computes some models' scores otherwise than the reference (0.30 skips the last "
+            f"layers of BERT and ModernBERT classifier heads when the output activation is off); mteb-vllm needs vLLM "
+            f"{MIN_VLLM[0]}.{MIN_VLLM[1]} or later: {_SUPPORTED_VLLM}")
 
 
 #: Unix socket paths hold at most 107 bytes (sun_path); vLLM appends "/<uuid4>" (37) to its base folder.
