@@ -133,6 +133,14 @@ def minilm_encoder(minilm_path):
     wrapper.close()
 
 
+@pytest.fixture
+def session_engine(minilm_encoder):
+    """The session's MiniLM engine, which make test's other engine tests share, kept alive while the parity suite's
+    engines come and go: with another engine up, closing one releases it without tearing down vLLM's process-wide
+    state, about 1 s instead of 6 s here (the teardown runs four full garbage collections)."""
+    return minilm_encoder
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny_models")

@@ -54,14 +54,6 @@ def _ids(setups):
     return [s.id for s in setups]
 
 
-@pytest.fixture
-def session_engine(minilm_encoder):
-    """The session's MiniLM engine, which make test's other engine tests share, kept alive while the zoo's
-    engines come and go: with another engine up, closing one releases it without tearing down vLLM's process-wide
-    state, about 1 s instead of 6 s here (the teardown runs four full garbage collections)."""
-    return minilm_encoder
-
-
 def _st(path):
     """The folder's SentenceTransformer, loaded once per module (the tests only read it: attributes, preprocess,
     encode); the layout, special-folder and token-id tests ask for the same folders."""

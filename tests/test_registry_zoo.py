@@ -43,12 +43,6 @@ def _names(entries):
     return [m.name for m in entries]
 
 
-@pytest.fixture
-def session_engine(minilm_encoder):
-    """The session's shared MiniLM engine kept up (see test_model_zoo.session_engine: cheaper closes)."""
-    return minilm_encoder
-
-
 @pytest.fixture(scope="module")
 def hub():
     return build_hub_cache()
