@@ -436,6 +436,19 @@ def _status_rows(output: str) -> dict[str, str]:
             for line in output.splitlines() if line.startswith("GeneratedSTS")}
 
 
+def _stop_once_the_engine_runs(proc, sig: int, short_tmp) -> str:
+    """Send ``sig`` to a CLI run once its engine core process is up: it exits 128 + sig with the resume hint and
+    leaves no engine process and no socket file. Returns its output."""
+    _poll(lambda: _engine_core(proc), "the engine core process", proc)
+    engine = _engine_processes(proc.pid)
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, output
+    assert f"interrupted ({signal.Signals(sig).name}); finished tasks are saved" in output
+    _gone_and_clean(engine, short_tmp)
+    return output
+
+
 @pytest.mark.engine
 def test_kill_9_then_sigterm_lose_only_unsaved_work_and_the_rerun_finishes_identically(tmp_path, short_tmp,
                                                                                        minilm_encoder):
@@ -469,14 +482,7 @@ def test_kill_9_then_sigterm_lose_only_unsaved_work_and_the_rerun_finishes_ident
     assert not list(out.rglob("GeneratedSTS1.json")), "the kill came after the second task had finished"
     _gone_and_clean(engine, short_tmp)
 
-    stopped = _cli_with_generated_tasks(tmp_path, args, env)
-    _poll(lambda: _engine_core(stopped), "the rerun's engine core process", stopped)
-    engine = _engine_processes(stopped.pid)
-    os.kill(stopped.pid, signal.SIGTERM)
-    output, _ = stopped.communicate(timeout=120)
-    assert stopped.returncode == 128 + signal.SIGTERM, output
-    assert "interrupted (SIGTERM); finished tasks are saved" in output
-    _gone_and_clean(engine, short_tmp)
+    _stop_once_the_engine_runs(_cli_with_generated_tasks(tmp_path, args, env), signal.SIGTERM, short_tmp)
     stored = _committed(cache)
     assert first_task < stored < first_task + second_task
 
@@ -530,10 +536,4 @@ def test_ctrl_c_stops_the_run_cleanly(tmp_path, short_tmp):
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     proc = _cli_with_generated_tasks(tmp_path, ["run", "--tasks", "GeneratedSTS0", "--output-folder",
                                                 str(tmp_path / "out"), "--no-cache"], env)
-    _poll(lambda: _engine_core(proc), "the engine core process", proc)
-    engine = _engine_processes(proc.pid)
-    os.kill(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGINT, output
-    assert "interrupted (SIGINT); finished tasks are saved" in output
-    _gone_and_clean(engine, short_tmp)
+    _stop_once_the_engine_runs(proc, signal.SIGINT, short_tmp)
