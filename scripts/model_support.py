@@ -44,6 +44,12 @@ def _g(value: float) -> str:
     return "0" if value == 0 else f"{value:.1e}"
 
 
+#: The figures an exact outcome carries, in the table's order, with how each is shown.
+_FIGURES = (("max_one_minus_cos", "1−cos ≤ {}"), ("max_norm_error", "norm ≤ {}"),
+            ("query_max_one_minus_cos", "queries 1−cos ≤ {}"), ("sts_delta", "STS Δ {}"),
+            ("retrieval_delta", "retrieval Δ {}"), ("max_score_delta", "score Δ ≤ {}"))
+
+
 def describe(outcome: dict | None, kind: str = "encoder") -> str:
     """One table cell: the result and its figures, or why there is none."""
     if not outcome:
@@ -56,19 +62,7 @@ def describe(outcome: dict | None, kind: str = "encoder") -> str:
         return f"refused: {reason}"
     if result != "exact":
         return f"**{result}**: {reason}"
-    figures = []
-    if "max_one_minus_cos" in outcome:
-        figures.append(f"1−cos ≤ {_g(outcome['max_one_minus_cos'])}")
-    if "max_norm_error" in outcome:
-        figures.append(f"norm ≤ {_g(outcome['max_norm_error'])}")
-    if "query_max_one_minus_cos" in outcome:
-        figures.append(f"queries 1−cos ≤ {_g(outcome['query_max_one_minus_cos'])}")
-    if "sts_delta" in outcome:
-        figures.append(f"STS Δ {_g(outcome['sts_delta'])}")
-    if "retrieval_delta" in outcome:
-        figures.append(f"retrieval Δ {_g(outcome['retrieval_delta'])}")
-    if "max_score_delta" in outcome:
-        figures.append(f"score Δ ≤ {_g(outcome['max_score_delta'])}")
+    figures = [label.format(_g(outcome[key])) for key, label in _FIGURES if key in outcome]
     return "exact" + (f" ({', '.join(figures)})" if figures else "")
 
 
