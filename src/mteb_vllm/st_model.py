@@ -234,6 +234,15 @@ class _EngineForward:
     #: Set by the wrapper: token rows -> float32 array (embeddings, or a cross-encoder's logits).
     engine: Callable[[list[TokenizedInput]], np.ndarray] | None
 
+    #: Where the class's forward puts the engine's output (sentence-transformers' name for it).
+    _output: str
+
+    def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """The Transformer's forward pass and what the engine pools or scores, in one engine call."""
+        out = dict(input)
+        out[self._output] = self._run_engine(input)
+        return out
+
     def _build(self, what: str, model_name_or_path: str | None, args: tuple, kwargs: dict[str, Any]) -> str:
         """Run the sentence-transformers class's own ``__init__`` (the next class in the MRO) with every
         Transformer module built as an :class:`EngineTransformer`; returns the model's name for messages."""
@@ -327,6 +336,8 @@ class VllmSentenceTransformer(_EngineForward, SentenceTransformer):
     sentence-transformers' own objects.
     """
 
+    _output = "sentence_embedding"
+
     def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any):
         name = self._build("SentenceTransformer", model_name_or_path, args, kwargs)
         self._check_modules(name)
@@ -336,11 +347,6 @@ class VllmSentenceTransformer(_EngineForward, SentenceTransformer):
         from sentence_transformers.sentence_transformer import model as st_model
 
         return self._load_defaults_with_engine(st_model, args, kwargs)
-
-    def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        out = dict(input)
-        out["sentence_embedding"] = self._run_engine(input)
-        return out
 
     @property
     def post_modules(self) -> list[nn.Module]:
@@ -372,6 +378,8 @@ class VllmCrossEncoder(_EngineForward, CrossEncoder):
     wherever version 2-6 saved it), the label count, the context length and the pair tokenization; the engine
     returns raw logits."""
 
+    _output = "scores"
+
     def __init__(self, model_name_or_path: str | None = None, *args: Any, **kwargs: Any):
         name = self._build("CrossEncoder", model_name_or_path, args, kwargs)
         modules = list(self)
@@ -387,11 +395,6 @@ class VllmCrossEncoder(_EngineForward, CrossEncoder):
         from sentence_transformers.cross_encoder import model as ce_model
 
         return self._load_defaults_with_engine(ce_model, args, kwargs)
-
-    def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        out = dict(input)
-        out["scores"] = self._run_engine(input)
-        return out
 
     def predict(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         """``CrossEncoder.predict`` with whole engine batches (see :meth:`VllmSentenceTransformer.encode`)."""
