@@ -26,6 +26,21 @@ from mteb_vllm.bench import machine_info, run_isolated, versions
 logger = logging.getLogger(__name__)
 
 
+def load_and_evaluate(load: Any, tasks: list[Any]) -> dict[str, Any]:
+    """In a child: ``load()`` (the model and the precision it computes in), then ``mteb.evaluate`` on ``tasks``
+    (their data loaded beforehand, so generating it is not timed); the two times, the precision and each task's
+    main score."""
+    import mteb
+
+    started = time.perf_counter()
+    model, dtype = load()
+    loaded = time.perf_counter()
+    result = mteb.evaluate(model, tasks, cache=None, show_progress_bar=False)
+    done = time.perf_counter()
+    return {"load_s": loaded - started, "evaluate_s": done - loaded, "dtype": dtype,
+            "scores": {r.task_name: float(r.get_score()) for r in result.task_results}}
+
+
 @dataclass
 class ChildRun:
     """One benchmark child process: its timing JSON, its output array (if it saved one) and wall time."""

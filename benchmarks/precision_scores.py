@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DTYPES = {"ours-fp32": "float32", "ours-bf16": "bfloat16", "ours-fp16": "float16",
@@ -61,21 +60,16 @@ def _load(name: str, path: str):
 
 
 def _child(name: str, out: str, pairs: int | None) -> None:
-    import mteb
+    from harness import load_and_evaluate
 
     from mteb_vllm import default_model_path
 
     tasks = _tasks(pairs)
     for task in tasks:
         task.load_data()
-    started = time.perf_counter()
-    model, dtype = _load(name, default_model_path())
-    loaded = time.perf_counter()
-    result = mteb.evaluate(model, tasks, cache=None, show_progress_bar=False)
-    done = time.perf_counter()
-    scores = {r.task_name: float(r.get_score()) for r in result.task_results}
+    timing = load_and_evaluate(lambda: _load(name, default_model_path()), tasks)
     with open(out + ".json", "w") as fh:
-        json.dump({"load_s": loaded - started, "evaluate_s": done - loaded, "dtype": dtype, "scores": scores}, fh)
+        json.dump(timing, fh)
     sys.stdout.flush()
     os._exit(0)  # engine threads need no orderly teardown; the result is on disk
 
