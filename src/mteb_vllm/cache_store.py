@@ -129,7 +129,23 @@ class Namespace:
 
     # connection ---------------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        """A connection to the file, set up (WAL mode, the tables). Why retried: processes opening a new file
+        at once (workers, shards) race to switch it to WAL mode and to create the tables, and SQLite answers one
+        of them "database is locked" at once instead of waiting (the lock upgrade would deadlock, so the busy
+        timeout does not apply): about 1 open in 100 with 4 processes here. The retry waits its turn."""
+        deadline = time.monotonic() + 60.0
+        while True:
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            try:
+                self._set_up(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives the process being killed (it is in the log, in the OS's page
         # cache); only a power cut can lose the last commits, and never corrupts the file. FULL fsyncs every
@@ -144,7 +160,6 @@ class Namespace:
         conn.execute("CREATE TABLE IF NOT EXISTS items (key BLOB NOT NULL UNIQUE, dim INTEGER NOT NULL, "
                       "crc INTEGER NOT NULL, data BLOB NOT NULL)")
         conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        return conn
 
     def _open(self) -> sqlite3.Connection:
         try:
