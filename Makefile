@@ -15,9 +15,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -v -rs --durations=25
 
-# the logic tier: FakeBackend, no engine, no subprocess (seconds)
+# the logic tier: FakeBackend, no engine, no subprocess (seconds), on every core (pytest-xdist)
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -m "not engine and not slow" --durations=10
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup -m "not engine and not slow" --durations=10
 
 # everything, the heavier variants too (CI runs `make test`)
 test-full: $(VENV)/.installed

@@ -106,6 +106,19 @@ def pytest_runtest_protocol(item, nextitem):
     _STARTS.current = None
 
 
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker (make test-fast): its counts go to the controller
+        workeroutput["starts"] = _STARTS.by_test
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist, on the controller: a worker's counts join the summary."""
+    for nodeid, counts in getattr(node, "workeroutput", {}).get("starts", {}).items():
+        _STARTS.by_test[nodeid] = list(counts)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rows = _STARTS.by_test
     engines, children = sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values())

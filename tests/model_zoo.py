@@ -948,9 +948,15 @@ def build(setup: Setup | str, root: Path | None = None) -> Path:
         target.mkdir()
         setup.builder(target)
         (target / ".zoo-complete").write_text(setup.id)
-        if folder.exists():
-            shutil.rmtree(folder)
-        target.rename(folder)
+        if folder.exists() and not (folder / ".zoo-complete").exists():
+            shutil.rmtree(folder)  # a folder this function never finished (an older layout)
+        try:
+            target.rename(folder)
+        except OSError:
+            # another process (a pytest-xdist worker, another checkout's run) finished the same build first and
+            # may be reading it: keep that one, drop ours
+            if not (folder / ".zoo-complete").exists():
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder

@@ -143,6 +143,7 @@ def test_shards_of_a_run_fill_one_folder_and_results_shows_what_is_missing(tmp_p
     assert _scores(first) | _scores(second) == _scores(done) and set(_scores(done)) == set(DEMO)
 
 
+@pytest.mark.xdist_group("benchmark-registry")  # mteb builds it in ~2 s once per process: one worker of make test-fast
 def test_results_lists_what_a_benchmark_lacks(tmp_path, capsys):
     """`mteb-vllm results FOLDER --benchmark NAME`: the scores there, and every task of the benchmark missing."""
     import mteb

@@ -141,6 +141,7 @@ def test_empty_input_has_the_embedding_width():
     assert _encode(encoder, []).shape == (0, backend.dim)
 
 
+@pytest.mark.xdist_group("benchmark-registry")  # mteb builds it in ~2 s once per process: one worker of make test-fast
 def test_benchmark_and_tasks_together_select_within_the_benchmark(capsys, tmp_path):
     from mteb_vllm.tasks import TaskSelectionError, select_tasks
 
@@ -463,7 +464,7 @@ def test_kill_9_then_sigterm_lose_only_unsaved_work_and_the_rerun_finishes_ident
        its score equals the uninterrupted one (the session's engine on the same task)."""
     import mteb
 
-    _write_task_module(tmp_path, n_pairs=[200, 2500], n_tasks=2)
+    _write_task_module(tmp_path, n_pairs=[200, 1500], n_tasks=2)
     out, cache = tmp_path / "results", tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTEB_VLLM_NO_PROGRESS": "1", "TMPDIR": str(short_tmp),
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}

@@ -179,6 +179,31 @@ def test_cross_encoders_score_as_cross_encoder_predict_does(folders, num_labels,
     assert np.abs(ours - expected).max() < 1e-6
 
 
+def test_a_loader_module_imported_after_an_earlier_build_gets_the_stand_in_too():
+    """The modules searched for ``SentenceTransformer`` bindings are kept between builds (the scan costs ~10 ms);
+    a module imported since is searched as well, and every binding is put back after the block."""
+    import sys
+    import types
+
+    import sentence_transformers
+
+    from mteb_vllm import reference
+
+    original = sentence_transformers.SentenceTransformer
+    with reference._stand_ins({"SentenceTransformer": "first"}):
+        pass
+    late = types.ModuleType("mteb._a_loader_imported_late")
+    late.SentenceTransformer = original
+    sys.modules[late.__name__] = late
+    try:
+        with reference._stand_ins({"SentenceTransformer": "stand-in"}):
+            assert late.SentenceTransformer == "stand-in"
+            assert sentence_transformers.SentenceTransformer == "stand-in"
+        assert late.SentenceTransformer is original and sentence_transformers.SentenceTransformer is original
+    finally:
+        del sys.modules[late.__name__]
+
+
 def test_a_loader_that_loads_weights_itself_is_refused():
     from mteb.models import ModelMeta
 

@@ -17,6 +17,9 @@ from mteb_vllm.tasks import (
     task_cost,
 )
 
+# mteb builds its benchmark registry in ~2 s once per process: these tests share one worker of make test-fast
+pytestmark = pytest.mark.xdist_group("benchmark-registry")
+
 
 def test_names_resolve_to_fresh_tasks_and_unknown_names_say_what_exists():
     sts, demo = get_tasks(["STS12", "MtebVllmDemoSTS"])

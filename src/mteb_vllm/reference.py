@@ -53,6 +53,23 @@ class Reference:
     stand_ins: list[Any] = field(default_factory=list)
 
 
+#: ``(len(sys.modules), last module imported)`` and the mteb / sentence-transformers modules then imported.
+_BINDING_MODULES: tuple[tuple[int, str | None], list[Any]] = ((-1, None), [])
+
+
+def _binding_modules() -> list[Any]:
+    """The imported modules of mteb and sentence-transformers, where a loader's ``SentenceTransformer`` binding can
+    live. Why kept: scanning ``sys.modules`` (6,500 entries once mteb is imported) costs ~10 ms, once per wrapper;
+    the list is scanned again only when a module was imported (or removed) since."""
+    global _BINDING_MODULES
+    key = (len(sys.modules), next(reversed(sys.modules), None))
+    if _BINDING_MODULES[0] != key:
+        modules = [module for module_name, module in list(sys.modules.items())
+                   if module is not None and module_name.startswith(("mteb.", "sentence_transformers."))]
+        _BINDING_MODULES = (key, modules)
+    return _BINDING_MODULES[1]
+
+
 @contextlib.contextmanager
 def _stand_ins(factories: dict[str, Any]) -> Iterator[None]:
     """``sentence_transformers.<name>`` (and every already imported mteb module's binding of it) replaced by
@@ -66,10 +83,8 @@ def _stand_ins(factories: dict[str, Any]) -> Iterator[None]:
         if original is None:
             continue
         patched.append((sentence_transformers, name, original))
-        for module_name, module in list(sys.modules.items()):
-            if module is not None and module_name.startswith(("mteb.", "sentence_transformers.")) \
-                    and module.__dict__.get(name) is original and module is not sentence_transformers:
-                patched.append((module, name, original))
+        patched += [(module, name, original) for module in _binding_modules()
+                    if module.__dict__.get(name) is original and module is not sentence_transformers]
     try:
         for module, name, _ in patched:
             setattr(module, name, factories[name])
