@@ -67,6 +67,10 @@ _DAMAGED_FILE = re.compile(r"^([0-9a-f]{24})\.sqlite\.corrupt-\d{8}-\d{6}(?:-\d+
 _JOURNALS = ("", "-wal", "-shm")
 
 
+#: How long opening a new file retries SQLite's immediate "database is locked" (:meth:`Namespace._connect`).
+SETUP_RETRY_SECONDS = 10.0
+
+
 class CacheError(MtebVllmError, OSError):
     """The cache folder cannot be used at all (not a folder, cannot be created)."""
 
@@ -132,16 +136,21 @@ class Namespace:
         """A connection to the file, set up (WAL mode, the tables). Why retried: processes opening a new file
         at once (workers, shards) race to switch it to WAL mode and to create the tables, and SQLite answers one
         of them "database is locked" at once instead of waiting (the lock upgrade would deadlock, so the busy
-        timeout does not apply): about 1 open in 100 with 4 processes here. The retry waits its turn."""
-        deadline = time.monotonic() + 60.0
+        timeout does not apply): about 1 open in 100 with 4 processes here. The retry waits its turn: only
+        answers that came at once, for at most :data:`SETUP_RETRY_SECONDS` (the race clears in milliseconds). A
+        lock held for long, or a file system whose locks never work, still fails as before: the run goes on
+        uncached with a warning."""
+        deadline = time.monotonic() + SETUP_RETRY_SECONDS
         while True:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            tried = time.monotonic()
             try:
                 self._set_up(conn)
                 return conn
             except sqlite3.OperationalError as exc:
                 conn.close()
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                now = time.monotonic()
+                if "locked" not in str(exc) or now - tried > 1.0 or now > deadline:
                     raise
                 time.sleep(0.05)
 

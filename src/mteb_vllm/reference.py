@@ -54,7 +54,7 @@ class Reference:
 
 
 #: ``(len(sys.modules), last module imported)`` and the mteb / sentence-transformers modules then imported.
-_BINDING_MODULES: tuple[tuple[int, str | None], list[Any]] = ((-1, None), [])
+_BINDING_MODULES: tuple[tuple[int, str | None] | None, list[Any]] = ((-1, None), [])
 
 
 def _binding_modules() -> list[Any]:
@@ -62,8 +62,13 @@ def _binding_modules() -> list[Any]:
     live. Why kept: scanning ``sys.modules`` (6,500 entries once mteb is imported) costs ~10 ms, once per wrapper;
     the list is scanned again only when a module was imported (or removed) since."""
     global _BINDING_MODULES
-    key = (len(sys.modules), next(reversed(sys.modules), None))
-    if _BINDING_MODULES[0] != key:
+    try:
+        key: tuple[int, str | None] | None = (len(sys.modules), next(reversed(sys.modules), None))
+    except RuntimeError:  # another thread imported a module meanwhile: scan now
+        key = None
+    # (A module replaced under the same name, not the last one, keeps the key and is not patched; a loader reaching
+    # the real SentenceTransformer through it is refused when an engine is used: _weights_blocked.)
+    if key is None or _BINDING_MODULES[0] != key:
         modules = [module for module_name, module in list(sys.modules.items())
                    if module is not None and module_name.startswith(("mteb.", "sentence_transformers."))]
         _BINDING_MODULES = (key, modules)
