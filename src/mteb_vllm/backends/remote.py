@@ -57,7 +57,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..errors import MtebVllmError, UsageError
+from ..errors import MtebVllmError, UnsupportedModelError, UsageError
 from ..identity import weights_revision
 from ..precision import canonical
 from ..serve_identity import IDENTITY_PATH, SCHEMA, computes, fleet_marker
@@ -93,7 +93,6 @@ def _env_key() -> str | None:
 
 class RemoteEndpointError(MtebVllmError, ConnectionError):
     """The fleet cannot do the work: every endpoint is down or was taken out, or one serves something else."""
-
 
 
 #: Why a model whose sentence-transformers pooling vLLM does not compute cannot run on a fleet.
@@ -285,8 +284,6 @@ class RemoteBackend(BaseBackend):
             raise UsageError(f"remote options must be a RemoteOptions, not {type(options).__name__}")
         pooler = config.pooler_config if isinstance(config.pooler_config, dict) else {}
         if pooler.get("task") == "token_embed":  # refused before any server is asked, not at the first encode
-            from ..errors import UnsupportedModelError
-
             raise UnsupportedModelError(_TOKEN_PATH_REFUSAL.format(model=config.model))
         self.config = config
         self.options = options or RemoteOptions()
@@ -787,8 +784,6 @@ class RemoteBackend(BaseBackend):
     def pool(self, inputs: list[TokenizedInput], task: PoolingTask, *, desc: str = "") -> np.ndarray:
         self._ensure_open()
         if task == "token_embed":
-            from ..errors import UnsupportedModelError
-
             raise UnsupportedModelError(_TOKEN_PATH_REFUSAL.format(model=self.config.model))
         if not inputs:
             return np.zeros((0, 0), dtype=np.float32)
